@@ -112,6 +112,12 @@ class NotificationsConfig:
     email: EmailConfig = EmailConfig()
     slack: SlackConfig = SlackConfig()
 
+    def __post_init__(self) -> None:
+        if self.rate_limit_per_hour < 1:
+            raise ValueError("notifications.rate_limit_per_hour must be at least 1")
+        if self.send_attempts < 1:
+            raise ValueError("notifications.send_attempts must be at least 1")
+
 
 @dataclass(frozen=True)
 class LoggingConfig:

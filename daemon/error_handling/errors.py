@@ -119,6 +119,22 @@ class NetworkError(RecoverableError):
     error_code = "NETWORK_ERROR"
 
 
+class NotificationError(NetworkError):
+    """Raised when an alert cannot be delivered to a channel (SMTP server, Slack webhook).
+
+    ``recoverable`` says whether another attempt can succeed (connection refused, HTTP 429
+    or 5xx, SMTP 4xx); ``retry_after_seconds`` carries the wait a server asked for.
+    """
+
+    error_code = "NOTIFICATION_ERROR"
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: float | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class DatabaseError(RecoverableError):
     """Raised when the database is unreachable or drops the connection."""
 
@@ -252,6 +268,7 @@ __all__ = [
     "JobTimeoutError",
     "MemoryLimitError",
     "NetworkError",
+    "NotificationError",
     "RecoverableError",
     "ResourceError",
     "TerminationRequested",

@@ -1,0 +1,436 @@
+"""The recovery manager: classify a failure, decide what to do, remember what was tried.
+
+One :class:`ErrorRecoveryManager` serves one job. ``handle_error`` turns an exception (in
+the job process) or an error record dict (in the daemon, from a child's report) into a
+:class:`~.recovery_actions.RecoveryAction`, using the strategy the config gives the error's
+kind (DESIGN 6). Attempts are bounded by ``max_recovery_attempts`` and by
+``recovery_timeout_seconds`` since the job's first error; with ``history_path`` the history is
+a JSON file rewritten atomically on every change, so the bounds hold across the child
+processes that run one job's attempts. Only one process handles a job's errors at a time (the
+daemon runs attempts one after another), so the file needs no lock.
+
+Critical decisions and alerts: a decision that ends the job (``FailJob``) first saves the
+job's ``state`` (from the context) as an emergency checkpoint ``emergency_<attempt>``, and so
+does ``AdjustParameters`` (the run restarts with other sizes). A failed save is logged and
+recorded in the history and never replaces the original error. A person is told once per
+attempt, and only when the job fails: always for critical errors (severity CRITICAL), and
+for recoverable errors that ran out of attempts or time when the kind's strategy has
+``notify`` (severity ERROR). Retries are routine and are not announced.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import dataclasses
+import errno
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import errors as _errors
+from .atomic_io import atomic_write_json
+from .config import RecoveryConfig, RecoveryStrategies, load_error_handling_config
+from .errors import (
+    AlgorithmError,
+    CheckpointError,
+    ConfigurationError,
+    DatabaseQueryError,
+    DataError,
+    DiskSpaceError,
+    HeavyOptimizerError,
+    JobCrashError,
+    JobSpecError,
+    JobStuckError,
+    JobTimeoutError,
+    MemoryLimitError,
+)
+from .recovery_actions import (
+    CheckpointStore,
+    ErrorFacts,
+    FailJob,
+    RecoveryAction,
+    RecoveryState,
+    decide,
+)
+from .transient import is_transient_database_error, is_transient_network_error
+
+logger = logging.getLogger(__name__)
+
+#: Error kinds: one per field of ``RecoveryStrategies``.
+ERROR_KINDS = tuple(f.name for f in dataclasses.fields(RecoveryStrategies))
+#: History outcomes: waiting for the next run, the run after recovery succeeded, or failed.
+PENDING, RECOVERED, FAILED = "pending", "recovered", "failed"
+
+ErrorLike = BaseException | Mapping[str, Any]
+
+
+class FailureNotifier(Protocol):
+    """The part of ``ErrorNotifier`` the recovery manager uses."""
+
+    def notify_critical_error(
+        self, error: BaseException, context: dict[str, Any] | None = ..., severity: str = ...
+    ) -> bool: ...
+
+    def notify(
+        self, title: str, message: str, severity: str = ..., context: dict[str, Any] | None = ...
+    ) -> bool: ...
+
+
+# -- classification -----------------------------------------------------------------------
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    # A CheckpointSaveError raised from ENOSPC is a full disk, so the cause chain is walked.
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DiskSpaceError):
+            return True
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def _instance_of(*classes: type[BaseException]) -> Callable[[BaseException], bool]:
+    return lambda exc: isinstance(exc, classes)
+
+
+#: Ordered (predicate, kind) rules; the first match wins, and no match means "unknown".
+_KIND_RULES: tuple[tuple[Callable[[BaseException], bool], str], ...] = (
+    (_instance_of(MemoryError, MemoryLimitError), "memory"),
+    (_is_disk_full, "disk"),
+    (_instance_of(CheckpointError), "checkpoint"),
+    (_instance_of(AlgorithmError), "algorithm"),
+    (_instance_of(JobTimeoutError), "timeout"),
+    (_instance_of(JobStuckError), "stuck"),
+    (_instance_of(JobCrashError), "crash"),
+    (_instance_of(DataError, JobSpecError), "data"),
+    # A statement the database rejects (syntax, permission) is fixed by changing the setup.
+    (_instance_of(ConfigurationError, DatabaseQueryError), "configuration"),
+    (is_transient_network_error, "network"),
+    (is_transient_database_error, "database"),
+)
+
+_OUR_CLASSES: tuple[type[HeavyOptimizerError], ...] = tuple(
+    cls
+    for name in _errors.__all__
+    if isinstance(cls := getattr(_errors, name), type) and issubclass(cls, HeavyOptimizerError)
+)
+_CLASS_BY_CODE = {cls.error_code: cls for cls in _OUR_CLASSES}
+_CLASS_BY_NAME = {cls.__name__: cls for cls in _OUR_CLASSES}
+#: Code recorded for an error that carries none (a builtin exception), by kind.
+_DEFAULT_CODES = {
+    "memory": MemoryLimitError.error_code,
+    "disk": DiskSpaceError.error_code,
+    "network": _errors.NetworkError.error_code,
+    "database": _errors.DatabaseError.error_code,
+    "checkpoint": CheckpointError.error_code,
+    "algorithm": AlgorithmError.error_code,
+    "crash": JobCrashError.error_code,
+    "stuck": JobStuckError.error_code,
+    "timeout": JobTimeoutError.error_code,
+    "data": DataError.error_code,
+    "configuration": ConfigurationError.error_code,
+    "unknown": "UNEXPECTED_ERROR",
+}
+
+
+def classify_error(error: ErrorLike) -> str:
+    """Return the error's kind: a field name of ``RecoveryStrategies`` (see ``ERROR_KINDS``).
+
+    Args:
+        error: An exception, or an error record dict as children report it
+            (``{"type": "JobStuckError", "code": "JOB_STUCK", ...}``, the shape of
+            ``HeavyOptimizerError.to_dict``). A record is classified by its ``code`` (our
+            ``error_code`` values), else by its ``type`` (our classes or builtin exceptions).
+    """
+    if isinstance(error, BaseException):
+        return next((kind for matches, kind in _KIND_RULES if matches(error)), "unknown")
+    example = _example_exception(error)
+    return "unknown" if example is None else classify_error(example)
+
+
+def _record_class(record: Mapping[str, Any]) -> type[BaseException] | None:
+    code, type_name = str(record.get("code") or ""), str(record.get("type") or "")
+    found = _CLASS_BY_CODE.get(code) or _CLASS_BY_NAME.get(type_name)
+    if found is not None:
+        return found
+    builtin = getattr(builtins, type_name, None)
+    if isinstance(builtin, type) and issubclass(builtin, BaseException):
+        return builtin
+    return None
+
+
+def _example_exception(record: Mapping[str, Any]) -> BaseException | None:
+    cls = _record_class(record)
+    if cls is None:
+        return None
+    try:
+        return cls(str(record.get("message") or ""))
+    except TypeError:  # a builtin with a special signature (UnicodeDecodeError ...)
+        return None
+
+
+def error_facts(error: ErrorLike, kind: str) -> ErrorFacts:
+    """Collect type, code, message, recoverability and context from an exception or record."""
+    if isinstance(error, HeavyOptimizerError):
+        return ErrorFacts(
+            type(error).__name__, error.error_code, error.message, error.recoverable, error.context
+        )
+    if isinstance(error, BaseException):
+        return ErrorFacts(type(error).__name__, _DEFAULT_CODES[kind], str(error), True, {})
+    cls = _record_class(error)
+    recoverable = error.get("recoverable")
+    if not isinstance(recoverable, bool):
+        recoverable = bool(getattr(cls, "recoverable", True))
+    context = error.get("context")
+    return ErrorFacts(
+        type=str(error.get("type") or "ErrorRecord"),
+        code=str(error.get("code") or _DEFAULT_CODES[kind]),
+        message=str(error.get("message") or ""),
+        recoverable=recoverable,
+        context=dict(context) if isinstance(context, Mapping) else {},
+    )
+
+
+# -- the manager --------------------------------------------------------------------------
+
+
+class ErrorRecoveryManager:
+    """Decides how one job recovers from each failure and keeps the job's recovery history.
+
+    Args:
+        checkpoint_manager: The job's ``CheckpointManager`` (resume targets, emergency saves).
+        notifier: An ``ErrorNotifier``; ``None`` sends no alerts.
+        job_id: The job this manager serves; leads every log line.
+        config: The ``recovery`` section; ``None`` loads ``error_handling_config.json``.
+        clock: Wall-clock seconds. Not monotonic on purpose: the first error's time is
+            compared across processes (and daemon restarts), where monotonic clocks differ.
+        rng: Source of backoff jitter; ``None`` uses a fresh ``random.Random()`` because
+            jitter exists to differ between processes. Inject a seeded one in tests.
+        history_path: JSON file holding the history across processes; ``None`` keeps it in
+            memory only.
+
+    Raises:
+        ConfigurationError: ``history_path`` holds the history of another job.
+    """
+
+    def __init__(
+        self,
+        checkpoint_manager: CheckpointStore,
+        notifier: FailureNotifier | None,
+        job_id: str,
+        *,
+        config: RecoveryConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        history_path: Path | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self._checkpoints = checkpoint_manager
+        self._notifier = notifier
+        self._config = config if config is not None else load_error_handling_config().recovery
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._history_path = Path(history_path) if history_path is not None else None
+        self._entries: list[dict[str, Any]] = []
+        self._first_error_at: float | None = None
+        self._load_history()
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """A copy of the history entries, oldest first, as of the last load or change."""
+        return copy.deepcopy(self._entries)
+
+    def handle_error(
+        self, error: ErrorLike, context: dict[str, Any] | None = None
+    ) -> RecoveryAction:
+        """Decide what to do about one failure of this job, and record the decision.
+
+        Args:
+            error: The exception, or an error record dict reported by a job process.
+            context: Facts about the failure, over the error's own context: ``state`` (a dict
+                to keep as emergency checkpoint), ``population_size``/``batch_size`` (shrunk on
+                memory errors), ``algorithm`` (skipped on algorithm errors), ``stage``.
+
+        Returns:
+            The action to take; ``FailJob`` when the job must stop.
+        """
+        self._load_history()
+        kind = classify_error(error)
+        facts = error_facts(error, kind)
+        now = self._clock()
+        first_error_at = self._first_error_at if self._first_error_at is not None else now
+        state = RecoveryState(
+            job_id=self.job_id,
+            error=facts,
+            kind=kind,
+            attempt=len(self._entries) + 1,
+            context={**facts.context, **(context or {})},
+            config=self._config,
+            kind_attempt=1 + sum(1 for e in self._entries if e.get("kind") == kind),
+            elapsed_seconds=now - first_error_at,
+            jitter=self._rng.random(),
+            checkpoints=self._checkpoints,
+        )
+        strategy, action = decide(state)
+        entry: dict[str, Any] = {
+            "time": _iso(now),
+            "error_type": facts.type,
+            "error_code": facts.code,
+            "message": facts.message,
+            "kind": kind,
+            "strategy": strategy,
+            "action": action.to_dict(),
+            "attempt": state.attempt,
+            "outcome": FAILED if isinstance(action, FailJob) else PENDING,
+        }
+        if action.keeps_state:
+            self._save_emergency_checkpoint(state, entry)
+        if isinstance(action, FailJob) and (state.is_critical or state.strategy.notify):
+            entry["notified"] = self._notify_failure(error, state, action, entry)
+        self._first_error_at = first_error_at
+        self._entries.append(entry)
+        self._save_history()
+        log = logger.error if isinstance(action, FailJob) else logger.warning
+        log(
+            "Job %s: %s error %s (attempt %d) -> %s: %s",
+            self.job_id, kind, facts.code, state.attempt, action.kind, action.reason,
+        )  # fmt: skip
+        return action
+
+    def record_outcome(self, success: bool) -> None:
+        """Mark the last pending recovery as ``recovered`` or ``failed``.
+
+        Args:
+            success: Whether the run after the recovery action succeeded.
+        """
+        self._load_history()
+        if not self._entries or self._entries[-1].get("outcome") != PENDING:
+            logger.warning("Job %s: no pending recovery to record an outcome for", self.job_id)
+            return
+        self._entries[-1]["outcome"] = RECOVERED if success else FAILED
+        self._entries[-1]["outcome_time"] = _iso(self._clock())
+        self._save_history()
+
+    def save_recovery_report(self, output_dir: Path) -> Path:
+        """Write ``recovery_report_<job_id>.json`` into the job's output folder.
+
+        Returns:
+            The report's path.
+
+        Raises:
+            OSError: The report cannot be written.
+        """
+        self._load_history()
+        outcomes = [e.get("outcome") for e in self._entries]
+        report = {
+            "job_id": self.job_id,
+            "recovery_history": self.history,
+            "total_attempts": len(self._entries),
+            "successful_recoveries": outcomes.count(RECOVERED),
+            "failed_recoveries": outcomes.count(FAILED),
+        }
+        path = Path(output_dir) / f"recovery_report_{self.job_id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, report)
+        logger.info("Job %s: recovery report written to %s", self.job_id, path)
+        return path
+
+    # -- side effects ---------------------------------------------------------------------
+
+    def _save_emergency_checkpoint(self, state: RecoveryState, entry: dict[str, Any]) -> None:
+        snapshot = state.context.get("state")
+        if not self._config.save_emergency_checkpoints or not isinstance(snapshot, dict):
+            return
+        name = f"emergency_{state.attempt}"
+        try:
+            info = self._checkpoints.save_checkpoint(
+                snapshot, name, description=f"emergency: {state.error.code}: {state.error.text}"
+            )
+        except Exception as exc:  # the original error must reach the caller, whatever this is
+            logger.error(
+                "Job %s: emergency checkpoint %s failed: %s", self.job_id, name, exc, exc_info=True
+            )
+            entry["emergency_checkpoint_error"] = f"{type(exc).__name__}: {exc}"
+            return
+        entry["emergency_checkpoint"] = name if info is not None else None
+
+    def _notify_failure(
+        self, error: ErrorLike, state: RecoveryState, action: FailJob, entry: dict[str, Any]
+    ) -> bool:
+        if self._notifier is None:
+            return False
+        severity = "CRITICAL" if state.is_critical else "ERROR"
+        details = {
+            "job_id": self.job_id,
+            "error_code": state.error.code,
+            "kind": state.kind,
+            "attempt": state.attempt,
+            "reason": action.reason,
+            **{k: v for k, v in entry.items() if k.startswith("emergency_checkpoint")},
+        }
+        notifier = self._notifier
+        try:
+            if isinstance(error, BaseException):
+                sent = notifier.notify_critical_error(error, context=details, severity=severity)
+            else:
+                title = f"Job {self.job_id} failed: {state.error.code}"
+                sent = notifier.notify(title, action.reason, severity=severity, context=details)
+        except Exception as exc:  # alerts never change a job's fate (STYLE 8)
+            logger.error("Job %s: Failed to send alert: %s", self.job_id, exc, exc_info=True)
+            return False
+        return bool(sent)
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def _load_history(self) -> None:
+        if self._history_path is None or not self._history_path.exists():
+            return
+        try:
+            data = json.loads(self._history_path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("recovery_history"), list):
+                raise ValueError("not a recovery history object")
+        except (OSError, ValueError) as exc:
+            # Writes are atomic, so this is damage from outside; the next save replaces it.
+            logger.error(
+                "Job %s: cannot read recovery history %s, keeping the one in memory: %s",
+                self.job_id, self._history_path, exc,
+            )  # fmt: skip
+            return
+        if data.get("job_id") != self.job_id:
+            raise ConfigurationError(
+                f"recovery history {self._history_path} belongs to job {data.get('job_id')!r}, "
+                f"not {self.job_id!r}",
+                context={"path": str(self._history_path), "job_id": self.job_id},
+            )
+        self._entries = [dict(e) for e in data["recovery_history"] if isinstance(e, dict)]
+        first = data.get("first_error_at")
+        self._first_error_at = float(first) if isinstance(first, int | float) else None
+
+    def _save_history(self) -> None:
+        if self._history_path is None:
+            return
+        data = {
+            "job_id": self.job_id,
+            "first_error_at": self._first_error_at,
+            "recovery_history": self._entries,
+        }
+        try:
+            self._history_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self._history_path, data)
+        except OSError as exc:
+            # The decision still stands; the whole history is rewritten on the next change.
+            logger.error(
+                "Job %s: cannot save recovery history %s: %s", self.job_id, self._history_path, exc
+            )
+
+
+def _iso(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, tz=UTC).isoformat()
