@@ -36,7 +36,7 @@ def fsync_directory(folder: str | os.PathLike[str]) -> None:
 
 
 def atomic_write(
-    path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *, mode: int = 0o644
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], *, mode: int = 0o644
 ) -> Path:
     """Write ``path`` atomically; ``write`` receives the open temp file (binary).
 

@@ -214,29 +214,31 @@ class _StreamHasher:
 
 
 def write_checkpoint(file: BinaryIO, encoded: EncodedCheckpoint) -> str:
-    """Write and fsync ``encoded`` to an open file; return the file's sha256 (hex).
+    """Write and fsync ``encoded`` from the start of an open file; return its sha256 (hex).
 
-    The bulk is fsynced while the hash is still being computed, then the digest trailer is
-    appended and fsynced: the device flush and the hashing overlap instead of adding up.
+    The file may be an old checkpoint being reused: it is overwritten in place and cut to
+    the new size. The bulk is fsynced while the hash is still being computed, then the
+    digest trailer is appended and fsynced: the device flush and the hashing overlap
+    instead of adding up.
     """
     with _StreamHasher(threaded=encoded.size_bytes >= THREADED_HASH_MIN_BYTES) as hasher:
-        position = len(encoded.head)
-        file.write(encoded.head)
         hasher.feed(encoded.head)
+        file.write(encoded.head)
+        position = len(encoded.head)
         for array, entry in zip(encoded.arrays, encoded.table, strict=True):
-            padding = len(encoded.head) + entry["offset"] - position
-            if padding:
-                file.write(bytes(padding))
-                hasher.feed(bytes(padding))
+            padding = bytes(len(encoded.head) + entry["offset"] - position)
             view = _byte_view(array)
-            file.write(view)
+            hasher.feed(padding)
             hasher.feed(view)
-            position += padding + entry["nbytes"]
+            file.write(padding)
+            file.write(view)
+            position += len(padding) + entry["nbytes"]
         file.flush()
         os.fsync(file.fileno())
         digest = hasher.finish()
     trailer = digest.digest()
     file.write(trailer)
+    file.truncate()
     file.flush()
     os.fsync(file.fileno())
     digest.update(trailer)

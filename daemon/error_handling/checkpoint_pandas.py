@@ -72,26 +72,24 @@ def decode(node: dict[str, Any], get_array: GetArray) -> Any:
 
 
 def _encode_frame(frame: pd.DataFrame, path: str, add_array: AddArray) -> dict[str, Any]:
-    groups: dict[np.dtype[Any], list[int]] = {}
+    blocks = []
     extension = []
-    for position, dtype in enumerate(frame.dtypes):
+    for dtype, positions in _columns_by_dtype(frame):
         if isinstance(dtype, np.dtype) and dtype.kind in NUMPY_KINDS:
-            groups.setdefault(dtype, []).append(position)
-        else:
+            whole = len(positions) == frame.shape[1]
+            part = frame if whole else frame.iloc[:, positions]
+            block = part.to_numpy(dtype=dtype)  # a view of pandas' own block when it is one
+            blocks.append(
+                {
+                    "positions": add_array(positions, path),
+                    "values": add_array(block, f"{path} {dtype} columns"),
+                }
+            )
+            continue
+        for position in positions.tolist():
             column = f"{path} column {frame.columns[position]!r}"
             values = _encode_values(frame.iloc[:, position], column, add_array)
             extension.append({"position": position, "values": values})
-    blocks = []
-    for dtype, positions in groups.items():
-        whole = len(positions) == frame.shape[1]
-        part = frame if whole else frame.iloc[:, positions]
-        block = part.to_numpy(dtype=dtype)  # a view of pandas' own block when it is one
-        blocks.append(
-            {
-                "positions": add_array(np.asarray(positions, dtype=np.int64), path),
-                "values": add_array(block, f"{path} {dtype} columns"),
-            }
-        )
     return {
         "$type": "dataframe",
         "rows": frame.shape[0],
@@ -100,6 +98,21 @@ def _encode_frame(frame: pd.DataFrame, path: str, add_array: AddArray) -> dict[s
         "blocks": blocks,
         "extension": extension,
     }
+
+
+def _columns_by_dtype(frame: pd.DataFrame) -> list[tuple[Any, np.ndarray]]:
+    """Column positions grouped by dtype, without a Python loop over 25,000 columns.
+
+    pandas hands out one dtype object per internal block, so grouping by object identity
+    is vectorised; groups whose dtypes are equal but not identical are merged after.
+    """
+    dtypes = frame.dtypes.to_numpy()
+    ids = np.fromiter(map(id, dtypes), dtype=np.int64, count=dtypes.size)
+    unique_ids, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    groups: dict[Any, list[np.ndarray]] = {}
+    for number, position in enumerate(first.tolist()):
+        groups.setdefault(dtypes[position], []).append(np.flatnonzero(inverse == number))
+    return [(dtype, np.sort(np.concatenate(parts))) for dtype, parts in groups.items()]
 
 
 def _decode_frame(node: dict[str, Any], index: pd.Index, get_array: GetArray) -> pd.DataFrame:
@@ -131,7 +144,7 @@ def _encode_values(values: pd.Series | pd.Index, path: str, add_array: AddArray)
     """Encode the values of one column or index (numpy-backed or an extension array)."""
     import pandas as pd
 
-    dtype = values.dtype
+    dtype: Any = values.dtype
     if isinstance(dtype, np.dtype) and dtype.kind in NUMPY_KINDS:
         return {"kind": "numpy", "buffer": add_array(values.to_numpy(), path)}
     array: Any = values.array

@@ -48,14 +48,18 @@ _SECRET_WORDS = frozenset({"key", "auth", "pwd", "authorization", "cookie"})
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 
-#: ``scheme://user:password@host`` keeps the user, hides the password.
-_URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s@]+@")
+#: ``scheme://user:password@host`` keeps the user, hides the password (bounded, as below).
+_URL_CREDENTIALS = re.compile(
+    r"\b([a-zA-Z][a-zA-Z0-9+.-]{0,20}://[^/\s:@]{0,100}):[^/\s@]{1,300}@"
+)
 #: A Slack incoming webhook URL is itself the credential.
 _SLACK_HOOK = re.compile(r"(hooks\.slack\.com/(?:services|workflows|triggers)/)[^\s'\"<>]+")
 #: ``password='x'``, ``"api_key": "x"``, ``token=x`` inside reprs and query strings.
+#: Quantifiers are bounded and starts anchored at word boundaries: an unbounded ``[\w-]*``
+#: backtracks quadratically over a long run of letters (a 5 kB string took most of a second).
 _SECRET_ASSIGNMENT = re.compile(
-    r"(?i)([\w-]*(?:password|passwd|secret|token|api_?key|webhook|credential)[\w-]*"
-    r"['\"]?\s*[=:]\s*['\"]?)[^'\"\s,;&)}\]]+"
+    r"(?i)\b([\w-]{0,40}?(?:password|passwd|secret|token|api_?key|webhook|credential)[\w-]{0,40}"
+    r"['\"]?\s{0,5}[=:]\s{0,5}['\"]?)[^'\"\s,;&)}\]]+"
 )
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[\w.~+/=-]+")
 
@@ -170,8 +174,9 @@ def collect_system_state(disk_path: Path) -> dict[str, Any]:
         }
 
     def disk() -> dict[str, Any]:
-        du = psutil.disk_usage(str(disk_path))
-        return {"path": str(disk_path), "free_mb": du.free // mib, "percent": du.percent}
+        existing = next(p for p in (disk_path, *disk_path.parents) if p.exists())
+        du = psutil.disk_usage(str(existing))
+        return {"path": str(existing), "free_mb": du.free // mib, "percent": du.percent}
 
     def process() -> dict[str, Any]:
         me = psutil.Process()
@@ -208,7 +213,7 @@ def build_error_details(
         exc: The exception, or ``None`` when an error was logged without one.
         include_locals: Record each frame's locals (redacted, truncated).
         caller: Without an exception, the frame whose stack is recorded instead.
-        disk_path: Where to measure free disk space (the log folder).
+        disk_path: Where to measure free disk space (its nearest existing folder).
         now: Time of the error.
     """
     document: dict[str, Any] = {
@@ -298,7 +303,7 @@ def _describe_frame(frame: FrameType, lineno: int, include_locals: bool) -> dict
         "file": code.co_filename,
         "line": lineno,
         "function": code.co_name,
-        "code": linecache.getline(code.co_filename, lineno).strip(),
+        "code": scrub_text(linecache.getline(code.co_filename, lineno).strip()),
     }
     if include_locals:
         at_module_level = code.co_name == "<module>"  # its locals are the module's globals

@@ -2,12 +2,13 @@
 
 One :class:`ErrorRecoveryManager` serves one job. ``handle_error`` turns an exception (in
 the job process) or an error record dict (in the daemon, from a child's report) into a
-:class:`~.recovery_actions.RecoveryAction`, using the strategy the config gives the error's
-kind (DESIGN 6). Attempts are bounded by ``max_recovery_attempts`` and by
-``recovery_timeout_seconds`` since the job's first error; with ``history_path`` the history is
-a JSON file rewritten atomically on every change, so the bounds hold across the child
-processes that run one job's attempts. Only one process handles a job's errors at a time (the
-daemon runs attempts one after another), so the file needs no lock.
+:class:`~.recovery_actions.RecoveryAction`: :func:`~.recovery_kinds.classify_error` names the
+error's kind, and the strategy the config gives that kind decides (DESIGN 6). Attempts are
+bounded by ``max_recovery_attempts`` and by ``recovery_timeout_seconds`` since the job's
+first error; with ``history_path`` the history is a JSON file rewritten atomically on every
+change, so the bounds hold across the child processes that run one job's attempts. Only one
+process handles a job's errors at a time (the daemon runs attempts one after another), so
+the file needs no lock.
 
 Critical decisions and alerts: a decision that ends the job (``FailJob``) first saves the
 job's ``state`` (from the context) as an emergency checkpoint ``emergency_<attempt>``, and so
@@ -20,54 +21,26 @@ for recoverable errors that ran out of attempts or time when the kind's strategy
 
 from __future__ import annotations
 
-import builtins
 import copy
-import dataclasses
-import errno
 import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import errors as _errors
 from .atomic_io import atomic_write_json
-from .config import RecoveryConfig, RecoveryStrategies, load_error_handling_config
-from .errors import (
-    AlgorithmError,
-    CheckpointError,
-    ConfigurationError,
-    DatabaseQueryError,
-    DataError,
-    DiskSpaceError,
-    HeavyOptimizerError,
-    JobCrashError,
-    JobSpecError,
-    JobStuckError,
-    JobTimeoutError,
-    MemoryLimitError,
-)
-from .recovery_actions import (
-    CheckpointStore,
-    ErrorFacts,
-    FailJob,
-    RecoveryAction,
-    RecoveryState,
-    decide,
-)
-from .transient import is_transient_database_error, is_transient_network_error
+from .config import RecoveryConfig, load_error_handling_config
+from .errors import ConfigurationError
+from .recovery_actions import CheckpointStore, FailJob, RecoveryAction, RecoveryState, decide
+from .recovery_kinds import ERROR_KINDS, ErrorLike, classify_error, error_facts
 
 logger = logging.getLogger(__name__)
 
-#: Error kinds: one per field of ``RecoveryStrategies``.
-ERROR_KINDS = tuple(f.name for f in dataclasses.fields(RecoveryStrategies))
 #: History outcomes: waiting for the next run, the run after recovery succeeded, or failed.
 PENDING, RECOVERED, FAILED = "pending", "recovered", "failed"
-
-ErrorLike = BaseException | Mapping[str, Any]
 
 
 class FailureNotifier(Protocol):
@@ -80,123 +53,6 @@ class FailureNotifier(Protocol):
     def notify(
         self, title: str, message: str, severity: str = ..., context: dict[str, Any] | None = ...
     ) -> bool: ...
-
-
-# -- classification -----------------------------------------------------------------------
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    # A CheckpointSaveError raised from ENOSPC is a full disk, so the cause chain is walked.
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, DiskSpaceError):
-            return True
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        seen = seen.__cause__
-    return False
-
-
-def _instance_of(*classes: type[BaseException]) -> Callable[[BaseException], bool]:
-    return lambda exc: isinstance(exc, classes)
-
-
-#: Ordered (predicate, kind) rules; the first match wins, and no match means "unknown".
-_KIND_RULES: tuple[tuple[Callable[[BaseException], bool], str], ...] = (
-    (_instance_of(MemoryError, MemoryLimitError), "memory"),
-    (_is_disk_full, "disk"),
-    (_instance_of(CheckpointError), "checkpoint"),
-    (_instance_of(AlgorithmError), "algorithm"),
-    (_instance_of(JobTimeoutError), "timeout"),
-    (_instance_of(JobStuckError), "stuck"),
-    (_instance_of(JobCrashError), "crash"),
-    (_instance_of(DataError, JobSpecError), "data"),
-    # A statement the database rejects (syntax, permission) is fixed by changing the setup.
-    (_instance_of(ConfigurationError, DatabaseQueryError), "configuration"),
-    (is_transient_network_error, "network"),
-    (is_transient_database_error, "database"),
-)
-
-_OUR_CLASSES: tuple[type[HeavyOptimizerError], ...] = tuple(
-    cls
-    for name in _errors.__all__
-    if isinstance(cls := getattr(_errors, name), type) and issubclass(cls, HeavyOptimizerError)
-)
-_CLASS_BY_CODE = {cls.error_code: cls for cls in _OUR_CLASSES}
-_CLASS_BY_NAME = {cls.__name__: cls for cls in _OUR_CLASSES}
-#: Code recorded for an error that carries none (a builtin exception), by kind.
-_DEFAULT_CODES = {
-    "memory": MemoryLimitError.error_code,
-    "disk": DiskSpaceError.error_code,
-    "network": _errors.NetworkError.error_code,
-    "database": _errors.DatabaseError.error_code,
-    "checkpoint": CheckpointError.error_code,
-    "algorithm": AlgorithmError.error_code,
-    "crash": JobCrashError.error_code,
-    "stuck": JobStuckError.error_code,
-    "timeout": JobTimeoutError.error_code,
-    "data": DataError.error_code,
-    "configuration": ConfigurationError.error_code,
-    "unknown": "UNEXPECTED_ERROR",
-}
-
-
-def classify_error(error: ErrorLike) -> str:
-    """Return the error's kind: a field name of ``RecoveryStrategies`` (see ``ERROR_KINDS``).
-
-    Args:
-        error: An exception, or an error record dict as children report it
-            (``{"type": "JobStuckError", "code": "JOB_STUCK", ...}``, the shape of
-            ``HeavyOptimizerError.to_dict``). A record is classified by its ``code`` (our
-            ``error_code`` values), else by its ``type`` (our classes or builtin exceptions).
-    """
-    if isinstance(error, BaseException):
-        return next((kind for matches, kind in _KIND_RULES if matches(error)), "unknown")
-    example = _example_exception(error)
-    return "unknown" if example is None else classify_error(example)
-
-
-def _record_class(record: Mapping[str, Any]) -> type[BaseException] | None:
-    code, type_name = str(record.get("code") or ""), str(record.get("type") or "")
-    found = _CLASS_BY_CODE.get(code) or _CLASS_BY_NAME.get(type_name)
-    if found is not None:
-        return found
-    builtin = getattr(builtins, type_name, None)
-    if isinstance(builtin, type) and issubclass(builtin, BaseException):
-        return builtin
-    return None
-
-
-def _example_exception(record: Mapping[str, Any]) -> BaseException | None:
-    cls = _record_class(record)
-    if cls is None:
-        return None
-    try:
-        return cls(str(record.get("message") or ""))
-    except TypeError:  # a builtin with a special signature (UnicodeDecodeError ...)
-        return None
-
-
-def error_facts(error: ErrorLike, kind: str) -> ErrorFacts:
-    """Collect type, code, message, recoverability and context from an exception or record."""
-    if isinstance(error, HeavyOptimizerError):
-        return ErrorFacts(
-            type(error).__name__, error.error_code, error.message, error.recoverable, error.context
-        )
-    if isinstance(error, BaseException):
-        return ErrorFacts(type(error).__name__, _DEFAULT_CODES[kind], str(error), True, {})
-    cls = _record_class(error)
-    recoverable = error.get("recoverable")
-    if not isinstance(recoverable, bool):
-        recoverable = bool(getattr(cls, "recoverable", True))
-    context = error.get("context")
-    return ErrorFacts(
-        type=str(error.get("type") or "ErrorRecord"),
-        code=str(error.get("code") or _DEFAULT_CODES[kind]),
-        message=str(error.get("message") or ""),
-        recoverable=recoverable,
-        context=dict(context) if isinstance(context, Mapping) else {},
-    )
 
 
 # -- the manager --------------------------------------------------------------------------
@@ -434,3 +290,11 @@ class ErrorRecoveryManager:
 
 def _iso(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, tz=UTC).isoformat()
+
+
+__all__ = [
+    "ERROR_KINDS",
+    "ErrorRecoveryManager",
+    "FailureNotifier",
+    "classify_error",
+]

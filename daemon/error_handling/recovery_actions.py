@@ -205,14 +205,14 @@ class RecoveryState:
 
 
 Strategy = Callable[[RecoveryState], RecoveryAction]
-GiveUpRule = Callable[[RecoveryState], "str | None"]
+GiveUpRule = Callable[[RecoveryState], str | None]
 
 
 def backoff_delay_seconds(state: RecoveryState) -> float:
     """Exponential backoff with jitter, capped by the strategy's ``max_delay_seconds``.
 
     The curve of the retry decorators' ``wait_backoff``, computed from the state record so that
-    strategies stay pure functions of it: ``delay_seconds * 2 ** (kind_attempt - 1)``, plus
+    tests set the jitter directly: ``delay_seconds * 2 ** (kind_attempt - 1)``, plus
     jitter of up to ``JITTER_FRACTION`` of that (``state.jitter`` is a uniform draw in [0, 1)
     from the manager's injected rng) so that jobs hit by one outage do not come back in
     lockstep. Jitter only adds, and less than the doubling, so delays still grow attempt by

@@ -78,7 +78,7 @@ def standardize_columns(pnl: ArrayLike) -> FloatArray:
     norms = np.sqrt(np.einsum("ij,ij->j", centred, centred))
     # Columns whose spread is rounding noise relative to their scale count as flat.
     scale = np.abs(matrix).max(axis=0, initial=0.0) * np.sqrt(matrix.shape[0])
-    flat = norms <= scale * 1e-12
+    flat = norms <= scale * metrics.FLAT_RELATIVE_TOLERANCE
     return np.asarray(np.where(flat, 0.0, centred / np.where(flat, 1.0, norms)))
 
 

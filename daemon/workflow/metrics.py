@@ -24,6 +24,12 @@ FloatArray = NDArray[np.float64]
 RATIO_NO_DRAWDOWN_GAIN_FACTOR = 100.0
 #: Multiplier for ROI when the drawdown is 0 and ROI is not positive (flat portfolio: ROI = 0).
 RATIO_NO_DRAWDOWN_LOSS_FACTOR = 10.0
+#: A spread below this fraction of the series' largest magnitude is rounding noise: the series
+#: is flat (e.g. the std of 82 copies of 0.1 is ~1e-17, not 0, and would give Sharpe ~1e16).
+FLAT_RELATIVE_TOLERANCE = 1e-12
+#: A drawdown below this fraction of the largest |cumulative P&L| is summation rounding (0.1 +
+#: 0.2 - 0.3 != 0) and counts as none; otherwise ROI / MaxDD would explode to ~1e17.
+DRAWDOWN_RELATIVE_TOLERANCE = 1e-9
 
 
 def _as_float(pnl: ArrayLike) -> FloatArray:
@@ -42,13 +48,16 @@ def max_drawdown(pnl: ArrayLike) -> FloatArray:
     """Return the largest fall of cumulative P&L below its running peak (>= 0).
 
     The peak starts at 0 before the first period: ``max_t(max(0, max_{s<=t} C_s) - C_t)`` with
-    ``C`` the cumulative P&L, so a first-day loss of 5 is a drawdown of 5.
+    ``C`` the cumulative P&L, so a first-day loss of 5 is a drawdown of 5. Drawdowns below
+    ``DRAWDOWN_RELATIVE_TOLERANCE`` x max |C| are rounding noise and returned as 0.
     """
     cum = np.cumsum(_as_float(pnl), axis=-1)
     peak = np.maximum.accumulate(cum, axis=-1)
     np.maximum(peak, 0.0, out=peak)
     peak -= cum
-    return np.asarray(peak.max(axis=-1))
+    drawdown = peak.max(axis=-1)
+    noise = np.abs(cum).max(axis=-1) * DRAWDOWN_RELATIVE_TOLERANCE
+    return np.asarray(np.where(drawdown > noise, drawdown, 0.0))
 
 
 def ratio_from_roi_and_drawdown(roi: FloatArray, drawdown: FloatArray) -> FloatArray:
@@ -102,6 +111,8 @@ def expectancy(pnl: ArrayLike) -> FloatArray:
 def sharpe(pnl: ArrayLike, periods_per_year: float) -> FloatArray:
     """Return mean / std(ddof=1) x sqrt(periods_per_year), and 0 where std is 0 or days < 2.
 
+    "std is 0" means below ``FLAT_RELATIVE_TOLERANCE`` x the largest |P&L| of the series.
+
     No risk-free rate is subtracted: the series is P&L in currency, not returns.
     """
     arr = _as_float(pnl)
@@ -110,7 +121,7 @@ def sharpe(pnl: ArrayLike, periods_per_year: float) -> FloatArray:
         return np.zeros(arr.shape[:-1])
     mean = arr.mean(axis=-1)
     std = arr.std(axis=-1, ddof=1)
-    ok = std > 0.0
+    ok = std > np.abs(arr).max(axis=-1) * FLAT_RELATIVE_TOLERANCE
     return np.asarray(np.where(ok, mean / np.where(ok, std, 1.0), 0.0) * np.sqrt(periods_per_year))
 
 

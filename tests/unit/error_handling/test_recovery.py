@@ -9,7 +9,6 @@ uses a real ``ErrorNotifier`` with notifications off to check the two fit togeth
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import random
 from pathlib import Path
@@ -22,13 +21,12 @@ from daemon.error_handling.config import (
     CheckpointConfig,
     NotificationsConfig,
     RecoveryConfig,
-    RecoveryStrategies,
 )
 from daemon.error_handling.errors import (
     AlgorithmError,
     CheckpointLoadError,
-    CheckpointSaveError,
     ConfigurationError,
+    CriticalError,
     DatabaseError,
     DatabaseQueryError,
     DataValidationError,
@@ -39,20 +37,15 @@ from daemon.error_handling.errors import (
     NetworkError,
 )
 from daemon.error_handling.notifier import ErrorNotifier
-from daemon.error_handling.recovery import ERROR_KINDS, ErrorRecoveryManager, classify_error
+from daemon.error_handling.recovery import ErrorRecoveryManager, classify_error
 from daemon.error_handling.recovery_actions import (
     AdjustParameters,
-    ErrorFacts,
     FailJob,
-    RecoveryAction,
-    RecoveryState,
     ResumeFromCheckpoint,
     RetryAfter,
     SkipAlgorithm,
-    backoff_delay_seconds,
-    recovery_action_from_dict,
-    reduce_parameters,
 )
+from daemon.error_handling.retry import RetryError, retry
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -77,17 +70,23 @@ class RecordingNotifier:
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
     def notify_critical_error(
-        self, error: BaseException, context: dict[str, Any] | None = None, severity: str = "CRITICAL"
+        self,
+        error: BaseException,
+        context: dict[str, Any] | None = None,
+        severity: str = "CRITICAL",
     ) -> bool:
         self.calls.append(("critical", {"error": error, "context": context, "severity": severity}))
         return True
 
     def notify(
-        self, title: str, message: str, severity: str = "INFO", context: dict[str, Any] | None = None
+        self,
+        title: str,
+        message: str,
+        severity: str = "INFO",
+        context: dict[str, Any] | None = None,
     ) -> bool:
-        self.calls.append(
-            ("message", {"title": title, "message": message, "severity": severity, "context": context})
-        )
+        call = {"title": title, "message": message, "severity": severity, "context": context}
+        self.calls.append(("message", call))
         return True
 
 
@@ -324,6 +323,27 @@ def test_unknown_error_resumes_from_latest_checkpoint(
     assert 10.0 <= action.delay_seconds <= 11.0
 
 
+def test_exhausted_retry_decorator_is_classified_by_its_last_error(
+    checkpoints: CheckpointManager, clock: FakeClock
+) -> None:
+    # Given a call retried by the real decorator until its attempts ran out
+    @retry(max_attempts=2, delay=0.0, exceptions=(NetworkError,), sleep=lambda _s: None)
+    def send() -> None:
+        raise NetworkError("slack webhook timed out")
+
+    with pytest.raises(RetryError) as caught:
+        send()
+    # Then recovery answers the network failure underneath
+    assert classify_error(caught.value) == "network"
+    manager = make_manager(checkpoints, None, clock)
+    action = manager.handle_error(caught.value)
+    assert isinstance(action, RetryAfter)
+    assert (manager.history[0]["kind"], manager.history[0]["error_code"]) == (
+        "network",
+        "RETRY_EXHAUSTED",
+    )
+
+
 # -- bounds and switches ------------------------------------------------------------------
 
 
@@ -351,6 +371,34 @@ def test_recovery_timeout_is_measured_from_the_first_error(
     assert isinstance(action, FailJob)
     assert action.reason.startswith("gave up: recovery ran 3601 s since the first error")
     assert action.reason.endswith("(limit 3600 s): down for good")
+
+
+def test_recovery_timeout_holds_across_processes(
+    tmp_path: Path, checkpoints: CheckpointManager, clock: FakeClock
+) -> None:
+    history_path = tmp_path / "history.json"
+    make_manager(checkpoints, None, clock, history_path=history_path).handle_error(
+        JobCrashError("killed")
+    )
+    clock.now += 3601
+    later = make_manager(checkpoints, None, clock, history_path=history_path)
+    action = later.handle_error(JobCrashError("killed again"))
+    assert isinstance(action, FailJob) and action.reason.startswith("gave up: recovery ran")
+
+
+def test_critical_error_fails_whatever_its_kind_strategy_says(
+    checkpoints: CheckpointManager, notifier: RecordingNotifier, clock: FakeClock
+) -> None:
+    # An unclassified critical error (kind "unknown", whose strategy resumes) and a data
+    # error under a config that asks to retry data errors: the hierarchy's verdict wins.
+    config = with_strategy(RecoveryConfig(), "data", action="retry")
+    manager = make_manager(checkpoints, notifier, clock, config=config)
+    unknown = manager.handle_error(CriticalError("controller reports inconsistent state"))
+    data = manager.handle_error(DataValidationError("row 3 is empty"))
+    assert unknown == FailJob("controller reports inconsistent state", "CRITICAL_ERROR")
+    assert data == FailJob("row 3 is empty", "DATA_VALIDATION_ERROR")
+    assert [e["strategy"] for e in manager.history] == ["critical_error", "critical_error"]
+    assert [call["severity"] for _, call in notifier.calls] == ["CRITICAL", "CRITICAL"]
 
 
 def test_disabled_recovery_fails_every_error(
@@ -523,122 +571,21 @@ def test_recovery_report_counts_outcomes(
     assert {"time", "error_type", "strategy", "attempt"} <= set(entries[0])
 
 
+def test_damaged_history_file_is_replaced_on_the_next_change(
+    tmp_path: Path, checkpoints: CheckpointManager, clock: FakeClock
+) -> None:
+    history_path = tmp_path / "history.json"
+    history_path.write_text("{not json")
+    manager = make_manager(checkpoints, None, clock, history_path=history_path)
+    assert manager.history == []
+    manager.handle_error(JobCrashError("killed"))
+    assert [e["message"] for e in json.loads(history_path.read_text())["recovery_history"]] == [
+        "killed"
+    ]
+
+
 def test_history_property_is_a_copy(checkpoints: CheckpointManager, clock: FakeClock) -> None:
     manager = make_manager(checkpoints, None, clock)
     manager.handle_error(JobCrashError("x"))
     manager.history[0]["outcome"] = "tampered"
     assert manager.history[0]["outcome"] == "pending"
-
-
-# -- classification -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("record", "kind"),
-    [
-        ({"type": "MemoryLimitError", "code": "MEMORY_LIMIT"}, "memory"),
-        ({"code": "JOB_TIMEOUT"}, "timeout"),
-        ({"code": "JOB_STUCK"}, "stuck"),
-        ({"code": "JOB_CRASHED"}, "crash"),
-        ({"code": "DATA_VALIDATION_ERROR"}, "data"),
-        ({"code": "DATABASE_ERROR"}, "database"),
-        ({"code": "DATABASE_QUERY_ERROR"}, "configuration"),
-        ({"code": "NETWORK_ERROR"}, "network"),
-        ({"code": "DISK_SPACE"}, "disk"),
-        ({"code": "CHECKPOINT_LOAD_ERROR"}, "checkpoint"),
-        ({"code": "ALGORITHM_ERROR"}, "algorithm"),
-        ({"code": "ALGORITHM_TIMEOUT"}, "algorithm"),
-        ({"code": "CONFIGURATION_ERROR"}, "configuration"),
-        ({"code": "INVALID_JOB"}, "data"),
-        ({"type": "MemoryError", "code": "UNEXPECTED_ERROR"}, "memory"),
-        ({"type": "ConnectionResetError", "message": "peer reset"}, "network"),
-        ({"type": "KeyError", "code": "UNEXPECTED_ERROR"}, "unknown"),
-        ({"type": "NoSuchThing"}, "unknown"),
-        ({}, "unknown"),
-    ],
-)
-def test_classify_error_records(record: dict[str, Any], kind: str) -> None:
-    assert classify_error(record) == kind
-
-
-@pytest.mark.parametrize(
-    ("error", "kind"),
-    [
-        (MemoryError(), "memory"),
-        (OSError(errno.ENOSPC, "No space left on device"), "disk"),
-        (OSError(errno.ENOENT, "No such file"), "unknown"),
-        (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), "network"),
-        (TimeoutError("read timed out"), "network"),
-        (JobStuckError("x"), "stuck"),
-        (ValueError("x"), "unknown"),
-    ],
-)
-def test_classify_exceptions(error: BaseException, kind: str) -> None:
-    assert classify_error(error) == kind
-    assert kind in ERROR_KINDS
-
-
-def test_checkpoint_save_error_from_full_disk_is_a_disk_error() -> None:
-    try:
-        try:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        except OSError as exc:
-            raise CheckpointSaveError("cannot save checkpoint load") from exc
-    except CheckpointSaveError as caught:
-        assert classify_error(caught) == "disk"
-    assert classify_error(CheckpointSaveError("permission denied")) == "checkpoint"
-
-
-def test_every_error_kind_has_a_strategy() -> None:
-    strategies = {f.name for f in dataclasses.fields(RecoveryStrategies)}
-    assert set(ERROR_KINDS) == strategies
-
-
-# -- actions and state records ------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "action",
-    [
-        RetryAfter(4.0, reason="network"),
-        ResumeFromCheckpoint("validate", 5.0, reason="crash"),
-        ResumeFromCheckpoint(None),
-        AdjustParameters({"population_size": 50}, 5.0, reason="memory"),
-        SkipAlgorithm("PSO", reason="diverged"),
-        FailJob("gave up", "JOB_STUCK"),
-    ],
-)
-def test_actions_round_trip_through_json(action: RecoveryAction) -> None:
-    data = json.loads(json.dumps(action.to_dict()))
-    assert data["kind"] == action.kind
-    assert {"reason", "delay_seconds"} <= set(data)
-    assert recovery_action_from_dict(data) == action
-
-
-def test_unknown_action_record_is_refused() -> None:
-    with pytest.raises(Exception, match="unknown recovery action kind"):
-        recovery_action_from_dict({"kind": "pray"})
-
-
-def make_state(kind: str, **fields: Any) -> RecoveryState:
-    facts = ErrorFacts("MemoryLimitError", "MEMORY_LIMIT", "oom", True)
-    defaults: dict[str, Any] = {
-        "job_id": JOB, "error": facts, "kind": kind, "attempt": 1, "context": {},
-        "config": RecoveryConfig(),
-    }  # fmt: skip
-    return RecoveryState(**{**defaults, **fields})
-
-
-def test_backoff_doubles_adds_bounded_jitter_and_respects_the_cap() -> None:
-    assert backoff_delay_seconds(make_state("network", kind_attempt=1)) == 2.0
-    assert backoff_delay_seconds(make_state("network", kind_attempt=3)) == 8.0
-    assert backoff_delay_seconds(make_state("network", kind_attempt=3, jitter=0.5)) == 8.4
-    assert backoff_delay_seconds(make_state("network", kind_attempt=200, jitter=0.9)) == 300.0
-    assert backoff_delay_seconds(make_state("algorithm", kind_attempt=5)) == 0.0
-
-
-def test_memory_strategy_on_a_state_record() -> None:
-    state = make_state("memory", context={"population_size": 9.0, "batch_size": True})
-    action = reduce_parameters(state)
-    assert isinstance(action, AdjustParameters)
-    assert action.changes == {"population_size": 4}  # a bool is not a size

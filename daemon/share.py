@@ -1,0 +1,198 @@
+"""The share's folder layout, name rules, path confinement and readiness of dropped files.
+
+Everything here is about files other people write. A dropped file is *ready* only when its
+name is not a temp/lock name and its size and mtime have stayed the same for a settle period:
+Windows copies can create a file at full size before filling it, so size alone proves nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.error_handling.errors import JobSpecError
+
+#: Names no client means as work: temp, hidden, Office lock and Windows shell files.
+IGNORED_PATTERNS = (".*", "~*", "*.tmp", "*.part", "*.crdownload", "thumbs.db", "desktop.ini")
+
+
+def is_ignored_name(name: str) -> bool:
+    """Whether a file name is a temp/hidden/lock name that must never become a job."""
+    lowered = name.lower()
+    return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in IGNORED_PATTERNS)
+
+
+@dataclass(frozen=True)
+class ShareLayout:
+    """Paths of the share's registries (DESIGN.md section 3)."""
+
+    root: Path
+
+    @property
+    def input(self) -> Path:
+        return self.root / "input"
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / "jobs"
+
+    @property
+    def queue(self) -> Path:
+        return self.jobs / "queue"
+
+    @property
+    def processing(self) -> Path:
+        return self.jobs / "processing"
+
+    @property
+    def retry(self) -> Path:
+        return self.jobs / "retry"
+
+    @property
+    def completed(self) -> Path:
+        return self.jobs / "completed"
+
+    @property
+    def failed(self) -> Path:
+        return self.jobs / "failed"
+
+    @property
+    def status(self) -> Path:
+        return self.jobs / "status"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def job_logs(self) -> Path:
+        return self.logs / "jobs"
+
+    @property
+    def state(self) -> Path:
+        """Daemon-private state (intake ledger, outbox, recovery histories); not for clients."""
+        return self.root / ".heavy_optimizer"
+
+    def folders(self) -> tuple[Path, ...]:
+        return (self.input, self.queue, self.processing, self.retry, self.completed,
+                self.failed, self.status, self.output, self.checkpoints, self.logs,
+                self.logs / "errors", self.job_logs, self.state, self.state / "outbox",
+                self.state / "recovery")
+
+    def ensure(self) -> None:
+        """Create every folder (idempotent); the first run on an empty share sets it up."""
+        for folder in self.folders():
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def record_path(self, registry: Path, job_id: str) -> Path:
+        return registry / f"{job_id}.json"
+
+    def output_dir(self, job_id: str) -> Path:
+        return self.output / job_id
+
+
+def confine_input(layout: ShareLayout, name: str) -> Path:
+    """Resolve a client-given input file name inside ``input/``, refusing anything else.
+
+    Symlinks are refused outright (a link could point anywhere on the server), as is any
+    name that resolves outside the input folder.
+
+    Raises:
+        JobSpecError: The name escapes input/, is a symlink, or is not a regular file.
+    """
+    candidate = layout.input / name
+    base = layout.input.resolve()
+    try:
+        resolved = candidate.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise JobSpecError(f"input_file {name!r} cannot be resolved: {exc}") from exc
+    if resolved.parent != base and base not in resolved.parents:
+        raise JobSpecError(f"input_file {name!r} points outside the share's input folder")
+    try:
+        info = os.lstat(candidate)
+    except FileNotFoundError as exc:
+        raise JobSpecError(
+            f"input_file {name!r} was not found in the share's input folder; copy the CSV "
+            "into input/ before (or together with) the job file",
+            context={"path": str(candidate)},
+        ) from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise JobSpecError(f"input_file {name!r} is a symbolic link; links are not followed")
+    if not stat.S_ISREG(info.st_mode):
+        raise JobSpecError(f"input_file {name!r} is not a regular file")
+    return candidate
+
+
+@dataclass
+class _Observation:
+    size: int
+    mtime_ns: int
+    since: float
+
+
+class SettleTracker:
+    """Decides when a dropped file has stopped changing.
+
+    ``stat`` and ``clock`` are injectable so tests can drive readiness without waiting.
+    """
+
+    def __init__(
+        self,
+        *,
+        settle_seconds: float,
+        stat_file: Callable[[Path], os.stat_result] = os.lstat,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settle_seconds = settle_seconds
+        self._stat = stat_file
+        self._clock = clock
+        self._seen: dict[Path, _Observation] = {}
+
+    def is_settled(self, path: Path) -> bool:
+        """True once ``path``'s size and mtime are unchanged for ``settle_seconds``."""
+        try:
+            info = self._stat(path)
+        except FileNotFoundError:
+            self._seen.pop(path, None)
+            return False
+        now = self._clock()
+        seen = self._seen.get(path)
+        if seen is None or (seen.size, seen.mtime_ns) != (info.st_size, info.st_mtime_ns):
+            self._seen[path] = _Observation(info.st_size, info.st_mtime_ns, now)
+            return self.settle_seconds <= 0 and info.st_size > 0
+        return info.st_size > 0 and now - seen.since >= self.settle_seconds
+
+    def forget(self, path: Path) -> None:
+        self._seen.pop(path, None)
+
+    def prune(self, existing: set[Path]) -> None:
+        """Drop observations of files that are gone (keeps memory bounded)."""
+        for path in list(self._seen):
+            if path not in existing:
+                del self._seen[path]
+
+
+def list_candidates(folder: Path, suffix: str) -> Iterator[Path]:
+    """Regular files in ``folder`` with ``suffix`` whose names are not temp/lock names."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if is_ignored_name(entry.name) or not entry.name.lower().endswith(suffix):
+            continue
+        if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+            yield Path(entry.path)
