@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daemon.error_handling.config import LoggingConfig  # noqa: E402
-from daemon.error_handling.context_logger import ContextLogger, bind_context  # noqa: E402
-from daemon.error_handling.log_setup import setup_error_logging  # noqa: E402
+from daemon.error_handling.config import LoggingConfig
+from daemon.error_handling.context_logger import ContextLogger, bind_context
+from daemon.error_handling.log_setup import setup_error_logging
 
 #: The per-line budget the design sets for a JSON line with context.
 TARGET_US = 50.0

@@ -107,7 +107,8 @@ class CheckpointManager:
             CheckpointSaveError: A value cannot be stored (its key is named), or the file
                 system refused (disk full, permissions, a file where the folder should
                 be); then ``context`` holds ``path``, ``errno`` and ``errno_name``, the temp
-                file is removed and the earlier checkpoints stay valid.
+                file is removed and the earlier checkpoints stay valid (at capacity, the
+                oldest one was already retired for this save).
             ValueError: ``name`` is not a safe file name.
         """
         check_name(name, "checkpoint name")
@@ -126,7 +127,11 @@ class CheckpointManager:
             "created_at": created_at,
             "created_epoch": epoch,
         }
-        encoded = encode_checkpoint(state, meta)
+        try:
+            encoded = encode_checkpoint(state, meta)
+        except CheckpointSaveError as exc:
+            exc.context.update(job_id=self.job_id, checkpoint=name)
+            raise
         final = self.directory / file_name(name)
         temp = temp_path(final)
         try:
@@ -141,7 +146,7 @@ class CheckpointManager:
                 # Rename under the lock: the file in place always matches its metadata entry.
                 removed = self._record(info, temp, final)
         except OSError as exc:
-            raise self._save_error(name, exc) from exc
+            raise self._save_error(name, exc, final) from exc
         finally:
             remove_quietly(temp)
         logger.info(
@@ -215,8 +220,8 @@ class CheckpointManager:
         self._folder.fsync()
         return [old.name for old in removed]
 
-    def _save_error(self, name: str, exc: OSError) -> CheckpointSaveError:
-        path = exc.filename or self.directory
+    def _save_error(self, name: str, exc: OSError, final: Path) -> CheckpointSaveError:
+        path = exc.filename or final  # write errors name no file; mkdir errors name the folder
         code = exc.errno or 0
         return CheckpointSaveError(
             f"Job {self.job_id}: cannot save checkpoint {name} at {path}: {exc.strerror or exc}",

@@ -72,11 +72,8 @@ def _align(offset: int) -> int:
     return -(-offset // ALIGNMENT) * ALIGNMENT
 
 
-class StateEncoder:
-    """Turns a state dict into JSON plus a list of array buffers.
-
-    Public only so that :mod:`.checkpoint_pandas` can add its column buffers.
-    """
+class _StateEncoder:
+    """Turns a state dict into JSON plus a list of array buffers to write after it."""
 
     def __init__(self) -> None:
         self.arrays: list[np.ndarray] = []
@@ -158,7 +155,7 @@ def encode_checkpoint(state: dict[str, Any], meta: dict[str, Any]) -> EncodedChe
     Raises:
         CheckpointSaveError: A value cannot be stored; the message names its key.
     """
-    encoder = StateEncoder()
+    encoder = _StateEncoder()
     encoded_state = encoder.encode(state, "state")
     header = {"format": FORMAT_VERSION, **meta, "buffers": encoder.table, "state": encoded_state}
     header_bytes = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
@@ -166,7 +163,8 @@ def encode_checkpoint(state: dict[str, Any], meta: dict[str, Any]) -> EncodedChe
     head = prelude + header_bytes
     head += bytes(_align(len(head)) - len(head))
     data_bytes = encoder.table[-1]["offset"] + encoder.table[-1]["nbytes"] if encoder.table else 0
-    return EncodedCheckpoint(head, encoder.arrays, encoder.table, len(head) + data_bytes + 32)
+    size_bytes = len(head) + data_bytes + TRAILER_BYTES
+    return EncodedCheckpoint(head, encoder.arrays, encoder.table, size_bytes)
 
 
 def _byte_view(array: np.ndarray) -> memoryview:

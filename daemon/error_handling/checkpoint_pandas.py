@@ -108,7 +108,7 @@ def _columns_by_dtype(frame: pd.DataFrame) -> list[tuple[Any, np.ndarray]]:
     """
     dtypes = frame.dtypes.to_numpy()
     ids = np.fromiter(map(id, dtypes), dtype=np.int64, count=dtypes.size)
-    unique_ids, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
     groups: dict[Any, list[np.ndarray]] = {}
     for number, position in enumerate(first.tolist()):
         groups.setdefault(dtypes[position], []).append(np.flatnonzero(inverse == number))

@@ -6,15 +6,17 @@ handlers on the root logger, so every module's ``logging.getLogger(__name__)`` l
 also in ``heavy_optimizer_errors.log``, and uncaught exceptions, in any thread, as CRITICAL
 with an error detail file instead of a traceback on a terminal nobody watches.
 
-Rotation is by size within one process. Processes that log to the same folder should each
-set up their own files (one writer per file): ``RotatingFileHandler`` does not coordinate
-renames across processes.
+Rotation is safe with one writing process per log folder: ``RotatingFileHandler`` does not
+coordinate renames across processes, so a job process should pass a folder of its own
+(``log_directory=``) rather than share the daemon's files.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import logging.handlers
+import os
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from .config import ErrorHandlingConfig, LoggingConfig
@@ -40,27 +43,39 @@ _MIB = 1024 * 1024
 
 
 class JsonLineFormatter(JsonFormatter):
-    """One JSON object per line: time, level, logger, message, host, pid, context fields.
+    """One JSON object per line: time, level, logger, thread, message, host, pid, context.
 
     Context fields are written at the top level (``job_id``, ``stage`` ...) so that ``jq``
     and log search filter on them directly; a context key that clashes with a standard field
-    is written as ``context_<key>``.
+    is written as ``context_<key>``. Other ``extra=`` fields follow, then ``exc_info``.
+    ``add_fields`` is python-json-logger's extension point; it is overridden to build the
+    line in one pass (the generic version renames and merges field by field), which keeps a
+    line well under the 50 µs budget (``benchmarks/bench_logging.py``).
     """
 
     def __init__(self, *, include_context: bool = True) -> None:
-        super().__init__(
-            "%(levelname)s %(name)s %(threadName)s %(message)s",
-            rename_fields={"levelname": "level", "name": "logger", "threadName": "thread"},
-            timestamp="time",
-        )
+        super().__init__(reserved_attrs=[*RESERVED_ATTRS, "host", "pid", "context"])
         self.include_context = include_context
 
-    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
-        context = log_data.pop("context", None)
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["time"] = dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat()
+        log_data["level"] = record.levelname
+        log_data["logger"] = record.name
+        log_data["thread"] = record.threadName
+        log_data["message"] = record.message
+        log_data["host"] = getattr(record, "host", None)
+        log_data["pid"] = record.process
+        context = getattr(record, "context", None)
         if self.include_context and context:
             for key, value in context.items():
                 log_data[f"context_{key}" if key in log_data else key] = value
-        return {"time": log_data.pop("time", None), **log_data}
+        skip = self._skip_fields
+        for key, value in record.__dict__.items():
+            if key not in skip and not key.startswith("_"):
+                log_data[key] = value
+        log_data.update(message_dict)  # exc_info, stack_info
 
     def formatException(self, ei: Any) -> str:
         """The traceback text, with secrets in source lines and messages hidden."""
@@ -83,6 +98,33 @@ class ConsoleFormatter(logging.Formatter):
     def formatException(self, ei: Any) -> str:
         """The traceback text, with secrets in source lines and messages hidden."""
         return scrub_text(super().formatException(ei))
+
+
+class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """``RotatingFileHandler`` that formats each record once and stats only when rolling.
+
+    The stdlib handler formats every record twice (once in ``shouldRollover`` to measure it,
+    once to write it) and stats the file twice per line for the bpo-45401 check; with a JSON
+    formatter that doubled the cost of a line (see ``benchmarks/bench_logging.py``).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        cached = getattr(record, "_formatted_by", None)
+        if cached is not None and cached[0] is self:
+            return str(cached[1])
+        text = super().format(record)
+        record._formatted_by = (self, text)
+        return text
+
+    def shouldRollover(self, record: logging.LogRecord) -> int:
+        if self.stream is None:  # opened lazily (delay=True) or after a rollover
+            self.stream = self._open()
+        if self.maxBytes <= 0:
+            return False
+        self.stream.seek(0, 2)
+        if self.stream.tell() + len(self.format(record)) + 1 < self.maxBytes:
+            return False
+        return os.path.isfile(self.baseFilename)  # bpo-45401: never roll a FIFO or device
 
 
 @dataclass
@@ -166,7 +208,7 @@ def setup_error_logging(
                 (MAIN_LOG_NAME, settings.file_log_level),
                 (ERRORS_LOG_NAME, "ERROR"),
             ):
-                handler: logging.Handler = logging.handlers.RotatingFileHandler(
+                handler: logging.Handler = SizeRotatingFileHandler(
                     directory / name,
                     maxBytes=int(settings.max_log_size_mb * _MIB),
                     backupCount=settings.backup_count,
@@ -230,5 +272,6 @@ __all__ = [
     "ConsoleFormatter",
     "JsonLineFormatter",
     "LoggingHandle",
+    "SizeRotatingFileHandler",
     "setup_error_logging",
 ]

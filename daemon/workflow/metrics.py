@@ -44,6 +44,17 @@ def total_roi(pnl: ArrayLike) -> FloatArray:
     return np.asarray(_as_float(pnl).sum(axis=-1))
 
 
+def _roi_and_drawdown(arr: FloatArray) -> tuple[FloatArray, FloatArray]:
+    cum = np.cumsum(arr, axis=-1)
+    peak = np.maximum.accumulate(cum, axis=-1)
+    np.maximum(peak, 0.0, out=peak)
+    # peak[..., -1] = max(0, max C) so this is max |C| without another pass over abs(C).
+    noise = np.maximum(peak[..., -1], -cum.min(axis=-1)) * DRAWDOWN_RELATIVE_TOLERANCE
+    peak -= cum
+    drawdown = peak.max(axis=-1)
+    return cum[..., -1], np.asarray(np.where(drawdown > noise, drawdown, 0.0))
+
+
 def max_drawdown(pnl: ArrayLike) -> FloatArray:
     """Return the largest fall of cumulative P&L below its running peak (>= 0).
 
@@ -51,16 +62,10 @@ def max_drawdown(pnl: ArrayLike) -> FloatArray:
     ``C`` the cumulative P&L, so a first-day loss of 5 is a drawdown of 5. Drawdowns below
     ``DRAWDOWN_RELATIVE_TOLERANCE`` x max |C| are rounding noise and returned as 0.
     """
-    cum = np.cumsum(_as_float(pnl), axis=-1)
-    peak = np.maximum.accumulate(cum, axis=-1)
-    np.maximum(peak, 0.0, out=peak)
-    peak -= cum
-    drawdown = peak.max(axis=-1)
-    noise = np.abs(cum).max(axis=-1) * DRAWDOWN_RELATIVE_TOLERANCE
-    return np.asarray(np.where(drawdown > noise, drawdown, 0.0))
+    return _roi_and_drawdown(_as_float(pnl))[1]
 
 
-def ratio_from_roi_and_drawdown(roi: FloatArray, drawdown: FloatArray) -> FloatArray:
+def ratio_from_roi_and_drawdown(roi: ArrayLike, drawdown: ArrayLike) -> FloatArray:
     """Return ROI / MaxDD, or ROI x 100 (ROI > 0) / ROI x 10 (ROI <= 0) where MaxDD is 0.
 
     The fallback keeps a portfolio that never fell ahead of every portfolio that did (for
@@ -76,9 +81,11 @@ def ratio_from_roi_and_drawdown(roi: FloatArray, drawdown: FloatArray) -> FloatA
 
 
 def roi_drawdown_ratio(pnl: ArrayLike) -> FloatArray:
-    """Return the default fitness metric ROI / MaxDD (see ``ratio_from_roi_and_drawdown``)."""
-    arr = _as_float(pnl)
-    return ratio_from_roi_and_drawdown(total_roi(arr), max_drawdown(arr))
+    """Return the default fitness metric ROI / MaxDD (see ``ratio_from_roi_and_drawdown``).
+
+    ROI here is the last cumulative P&L, equal to ``total_roi`` up to summation order.
+    """
+    return ratio_from_roi_and_drawdown(*_roi_and_drawdown(_as_float(pnl)))
 
 
 def win_percentage(pnl: ArrayLike) -> FloatArray:

@@ -139,6 +139,23 @@ def sample_weighted_subsets(
     return out
 
 
+def sample_outside(rng: np.random.Generator, inside: BoolArray, count: int) -> IntArray:
+    """Return ``count`` random strategies where ``inside`` is False (repeats possible).
+
+    ``inside`` is a ``(n_strategies,)`` membership mask of the current portfolio. When
+    ``count`` covers the whole complement, every outside strategy is returned once, shuffled.
+    """
+    outside = inside.size - int(inside.sum())
+    if count >= outside:
+        return np.asarray(rng.permutation(np.flatnonzero(~inside)), dtype=np.intp)
+    draws = rng.integers(0, inside.size, count)
+    clash = inside[draws]
+    while clash.any():
+        draws[clash] = rng.integers(0, inside.size, int(clash.sum()))
+        clash = inside[draws]
+    return np.asarray(draws, dtype=np.intp)
+
+
 def swap_mutate(
     rng: np.random.Generator, X: IntArray, n_strategies: int, n_swaps: IntArray
 ) -> IntArray:
