@@ -24,7 +24,9 @@ CONFIG_DIR_ENV = "HEAVY_OPTIMIZER_CONFIG_DIR"
 Backoff = Literal["exponential", "linear", "fixed"]
 Severity = Literal["CRITICAL", "ERROR", "WARNING", "INFO"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-RecoveryAction = Literal["retry", "resume_checkpoint", "adjust_parameters", "skip_algorithm", "fail"]
+RecoveryActionName = Literal[
+    "retry", "resume_checkpoint", "adjust_parameters", "skip_algorithm", "fail"
+]
 
 #: Workflow stage families a checkpoint may be saved after ("algorithm" covers every one).
 ALL_STAGES = ("load", "validate", "preprocess", "algorithm", "report")
@@ -135,7 +137,7 @@ class LoggingConfig:
 class StrategyConfig:
     """How to recover from one kind of error."""
 
-    action: RecoveryAction = "retry"
+    action: RecoveryActionName = "retry"
     delay_seconds: float = 1.0
     max_delay_seconds: float = 300.0
     notify: bool = False

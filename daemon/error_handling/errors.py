@@ -236,7 +236,7 @@ class JobCrashError(JobError, RecoverableError):
     error_code = "JOB_CRASHED"
 
 
-class TerminationRequested(BaseException):  # noqa: N818 - control flow, not an error
+class TerminationRequested(BaseException):
     """Raised in a job process when it is told to stop (SIGTERM): save state, then exit.
 
     Derives from ``BaseException`` so that ``except Exception`` blocks in algorithms do not

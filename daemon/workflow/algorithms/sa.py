@@ -27,6 +27,8 @@ from .params import SAParams
 
 #: Decay of the running acceptance counts per step (a memory of roughly 20 steps).
 _RATE_DECAY = 0.95
+#: Weight of each step's mean worsening in the running scale of worsening moves.
+_SCALE_RATE = 0.05
 #: Mean worsening assumed when no calibration move made things worse.
 _MIN_DELTA = 1e-9
 
@@ -41,9 +43,7 @@ class SimulatedAnnealing(SearchAlgorithm):
         self._current = self.random_incumbent()
         _, F = self._try_moves(self.params.calibration_moves)
         worse = self._current.fitness - F[F < self._current.fitness]
-        mean_worse = float(worse.mean()) if worse.size else _MIN_DELTA
-        self._t_start = mean_worse / math.log(1.0 / self.params.initial_acceptance)
-        self._t_end = mean_worse / math.log(1.0 / self.params.final_acceptance)
+        self._mean_worse = float(worse.mean()) if worse.size else _MIN_DELTA
         self._accepted = self.params.initial_acceptance
         self._tried = 1.0
 
@@ -57,7 +57,9 @@ class SimulatedAnnealing(SearchAlgorithm):
     @property
     def temperature(self) -> float:
         """The current temperature, from the budget's progress."""
-        return self._t_start * (self._t_end / self._t_start) ** self.search_progress
+        p0, p1 = self.params.initial_acceptance, self.params.final_acceptance
+        acceptance = p0 * (p1 / p0) ** self.search_progress
+        return self._mean_worse / math.log(1.0 / acceptance)
 
     def _step(self) -> None:
         rate = self._accepted / self._tried
@@ -65,6 +67,9 @@ class SimulatedAnnealing(SearchAlgorithm):
         temperature = self.temperature
         (positions, candidates, aggs), F = self._try_moves(size)
         delta = F - self._current.fitness
+        worse = delta[delta < 0]
+        if worse.size:
+            self._mean_worse += _SCALE_RATE * (float(-worse.mean()) - self._mean_worse)
         with np.errstate(over="ignore"):
             accept = (delta >= 0) | (self.rng.random(F.size) < np.exp(delta / temperature))
         self._accepted *= _RATE_DECAY
@@ -80,15 +85,13 @@ class SimulatedAnnealing(SearchAlgorithm):
     def _get_state(self) -> dict[str, Any]:
         return {
             "current": self._current.to_state(),
-            "t_start": self._t_start,
-            "t_end": self._t_end,
+            "mean_worse": self._mean_worse,
             "accepted": self._accepted,
             "tried": self._tried,
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self._current = Incumbent.from_state(state["current"], self.problem.n_strategies)
-        self._t_start = float(state["t_start"])
-        self._t_end = float(state["t_end"])
+        self._mean_worse = float(state["mean_worse"])
         self._accepted = float(state["accepted"])
         self._tried = float(state["tried"])

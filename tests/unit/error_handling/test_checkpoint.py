@@ -218,10 +218,11 @@ def test_retired_file_with_a_second_link_is_never_written_through(tmp_path: Path
 
 def test_prune_removes_jobs_older_than_the_limit(tmp_path: Path) -> None:
     # Given an old job, a recent job and things that are not job folders
-    CheckpointManager("old", tmp_path, clock=FakeClock(T0), config=CheckpointConfig()) \
-        .save_checkpoint({"a": 1}, "c1")  # fmt: skip
-    CheckpointManager("new", tmp_path, clock=FakeClock(T0 + 6 * DAY), config=CheckpointConfig()) \
-        .save_checkpoint({"a": 1}, "c1")  # fmt: skip
+    for job_id, saved_at in (("old", T0), ("new", T0 + 6 * DAY)):
+        manager = CheckpointManager(
+            job_id, tmp_path, config=CheckpointConfig(), clock=FakeClock(saved_at)
+        )
+        manager.save_checkpoint({"a": 1}, "c1")
     (tmp_path / "notes.txt").write_text("keep")
     (tmp_path / ".hidden").mkdir()
     os.utime(tmp_path / ".hidden", (T0, T0))

@@ -6,23 +6,30 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.workflow import metrics
 from daemon.workflow.fitness import FITNESS_METRICS, PortfolioProblem, standardize_columns
+from tests.unit.workflow.test_metrics import reference_metrics
 
 pytestmark = pytest.mark.timeout(60)
 
 PPY = 52.0
 
-RAW_METRIC = {
-    "ratio": lambda p: metrics.portfolio_metrics(p, PPY)["roi_drawdown_ratio"],
-    "roi": lambda p: float(np.sum(p)),
-    "less_max_dd": lambda p: -metrics.portfolio_metrics(p, PPY)["max_drawdown"],
-    "win_percentage": lambda p: metrics.portfolio_metrics(p, PPY)["win_percentage"],
-    "profit_factor": lambda p: metrics.portfolio_metrics(p, PPY)["profit_factor"],
-    "expectancy": lambda p: metrics.portfolio_metrics(p, PPY)["expectancy"],
-    "sharpe": lambda p: metrics.portfolio_metrics(p, PPY)["sharpe"],
-    "sortino": lambda p: metrics.portfolio_metrics(p, PPY)["sortino"],
+_REFERENCE_NAME = {
+    "ratio": "roi_drawdown_ratio",
+    "roi": "total_roi",
+    "win_percentage": "win_percentage",
+    "profit_factor": "profit_factor",
+    "expectancy": "expectancy",
+    "sharpe": "sharpe",
+    "sortino": "sortino",
 }
+
+
+def reference_raw_metric(series: np.ndarray, metric: str) -> float:
+    """The fitness metric of one series, from the plain loop in test_metrics."""
+    values = reference_metrics(series.tolist(), PPY)
+    if metric == "less_max_dd":
+        return -values["max_drawdown"]
+    return values[_REFERENCE_NAME[metric]]
 
 
 def corrcoef_mean(columns: np.ndarray) -> float:
@@ -39,7 +46,7 @@ def corrcoef_mean(columns: np.ndarray) -> float:
 def reference_fitness(pnl: np.ndarray, row: np.ndarray, metric: str, weight: float) -> float:
     """One portfolio at a time: pandas-free loop over the chosen columns."""
     series = pnl[:, row].sum(axis=1)
-    return RAW_METRIC[metric](series) - weight * corrcoef_mean(pnl[:, row])
+    return reference_raw_metric(series, metric) - weight * corrcoef_mean(pnl[:, row])
 
 
 def random_portfolios(rng: np.random.Generator, n: int, n_strategies: int, k: int) -> np.ndarray:
@@ -77,7 +84,8 @@ def test_evaluate_detailed_parts_add_up(pnl: np.ndarray) -> None:
     np.testing.assert_allclose(detail.fitness, detail.raw_metric - 2.5 * detail.mean_correlation)
     np.testing.assert_allclose(detail.fitness, problem.evaluate(X))
     for row, raw in zip(X, detail.raw_metric, strict=True):
-        assert raw == pytest.approx(RAW_METRIC["ratio"](pnl[:, row].sum(axis=1)), rel=1e-9)
+        expected = reference_raw_metric(pnl[:, row].sum(axis=1), "ratio")
+        assert raw == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("k", [2, 3, 10])
@@ -171,13 +179,11 @@ def test_k_of_one_has_no_correlation_term(pnl: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("metric", FITNESS_METRICS)
-def test_strategy_scores_are_the_metric_of_each_single_column(
-    pnl: np.ndarray, metric: str
-) -> None:
+def test_strategy_scores_are_the_metric_of_each_single_column(pnl: np.ndarray, metric: str) -> None:
     problem = PortfolioProblem(pnl, 3, metric=metric)
     scores = problem.strategy_scores()
     assert scores.shape == (pnl.shape[1],) and np.isfinite(scores).all()
-    expected = [RAW_METRIC[metric](pnl[:, j]) for j in range(pnl.shape[1])]
+    expected = [reference_raw_metric(pnl[:, j], metric) for j in range(pnl.shape[1])]
     np.testing.assert_allclose(scores, expected, rtol=1e-9, atol=1e-9)
 
 

@@ -29,10 +29,8 @@ def reference_metrics(series: list[float], ppy: float) -> dict[str, float]:
     mean = roi / n
     std = statistics.stdev(series) if n >= 2 else 0.0
     downside = math.sqrt(sum(min(x, 0.0) ** 2 for x in series) / n)
-    if worst > 0:
-        ratio = roi / worst
-    else:
-        ratio = roi * 100 if roi > 0 else roi * 10
+    fallback = roi * 100 if roi > 0 else roi * 10
+    ratio = roi / worst if worst > 0 else fallback
     return {
         "total_roi": roi,
         "max_drawdown": worst,
