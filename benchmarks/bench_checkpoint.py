@@ -98,7 +98,8 @@ def timed_pair(
     ours: Callable[[int], Any], baseline: Callable[[int], Any], repeat: int
 ) -> tuple[float, float]:
     """Median milliseconds of ``ours`` and ``baseline``, run alternately."""
-    ours_ms, base_ms = [], []
+    ours_ms: list[float] = []
+    base_ms: list[float] = []
     for i in range(repeat):
         for fn, sink in ((ours, ours_ms), (baseline, base_ms)):
             start = time.perf_counter()

@@ -40,7 +40,7 @@ import queue
 import stat
 import threading
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, NamedTuple
 
 import numpy as np
 
@@ -262,47 +262,56 @@ def read_checkpoint(path: str | os.PathLike[str], *, decode_state: bool = True) 
             reading through one scratch buffer instead of allocating the arrays.
 
     Raises:
-        CheckpointLoadError: The file is not a checkpoint, is truncated, or its trailing
-            digest does not match its content.
+        CheckpointLoadError: The file is not a checkpoint, is truncated or malformed, or
+            its trailing digest does not match its content.
         OSError: The file cannot be opened or read.
     """
     # O_NONBLOCK: opening a planted FIFO must not hang; it has no effect on regular files.
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     with open(fd, "rb", buffering=0) as file:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise CheckpointLoadError("not a regular file")
-        head, header = _read_head(file, status.st_size)
-        specs, data_bytes = _plan_buffers(header.get("buffers"))
-        expected = len(head) + data_bytes + TRAILER_BYTES
-        if status.st_size != expected:
-            raise CheckpointLoadError(
-                f"file has {status.st_size} bytes, its header says {expected}"
-            )
-        arrays = [np.empty(s, dtype, order=o) for dtype, s, o in specs] if decode_state else []
-        targets = [_byte_view(a) for a in arrays] if decode_state else None
-        big = decode_state and data_bytes >= THREADED_HASH_MIN_BYTES
-        with _StreamHasher(threaded=big) as hasher:
-            hasher.feed(head)
-            _read_data(file, header["buffers"], targets, hasher)
-            digest = hasher.finish()
-        trailer = _read_exact(file, TRAILER_BYTES)
+        try:
+            return _read(file, decode_state)
+        except (CheckpointLoadError, OSError):
+            raise
+        except Exception as exc:  # the file is untrusted: any other failure means malformed
+            raise CheckpointLoadError(f"file is malformed: {exc!r}") from exc
+
+
+def _read(file: io.FileIO, decode_state: bool) -> CheckpointFile:
+    status = os.fstat(file.fileno())
+    if not stat.S_ISREG(status.st_mode):
+        raise CheckpointLoadError("not a regular file")
+    head, header = _read_head(file, status.st_size)
+    specs = _plan_buffers(header.get("buffers"))
+    data_bytes = specs[-1].offset + specs[-1].nbytes if specs else 0
+    expected = len(head) + data_bytes + TRAILER_BYTES
+    if status.st_size != expected:
+        raise CheckpointLoadError(f"file has {status.st_size} bytes, its header says {expected}")
+    arrays = [np.empty(b.shape, b.dtype, order=b.order) for b in specs] if decode_state else []
+    big = decode_state and data_bytes >= THREADED_HASH_MIN_BYTES
+    with _StreamHasher(threaded=big) as hasher:
+        hasher.feed(head)
+        _read_data(file, specs, [_byte_view(a) for a in arrays] or None, hasher)
+        digest = hasher.finish()
+    trailer = _read_exact(file, TRAILER_BYTES)
     if trailer != digest.digest():
         raise CheckpointLoadError("sha256 of the content does not match the file's own digest")
     digest.update(trailer)
-    state = _decode_state(header["state"], arrays) if decode_state else None
+    state = _decode(header["state"], arrays) if decode_state else None
+    if decode_state and not isinstance(state, dict):
+        raise CheckpointLoadError("state is not a dict")
     fields = {k: v for k, v in header.items() if k not in ("buffers", "state")}
     return CheckpointFile(fields, state, digest.hexdigest(), status.st_size)
 
 
-def _read_exact(file: io.RawIOBase, count: int) -> bytes:
+def _read_exact(file: io.FileIO, count: int) -> bytes:
     data = file.read(count)
     if data is None or len(data) != count:
         raise CheckpointLoadError("file ends early")
     return data
 
 
-def _read_head(file: io.RawIOBase, size: int) -> tuple[bytes, dict[str, Any]]:
+def _read_head(file: io.FileIO, size: int) -> tuple[bytes, dict[str, Any]]:
     if size < _PRELUDE_BYTES + TRAILER_BYTES:
         raise CheckpointLoadError(f"file has only {size} bytes")
     prelude = _read_exact(file, _PRELUDE_BYTES)
@@ -322,39 +331,43 @@ def _read_head(file: io.RawIOBase, size: int) -> tuple[bytes, dict[str, Any]]:
     return head, header
 
 
-_BufferSpec = tuple[np.dtype[Any], tuple[int, ...], Literal["C", "F"]]
+class _BufferSpec(NamedTuple):
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    order: Literal["C", "F"]
+    offset: int
+    nbytes: int
 
 
-def _plan_buffers(table: Any) -> tuple[list[_BufferSpec], int]:
-    """Check the buffer table; return each buffer's dtype, shape, order and the data size."""
+def _plan_buffers(table: Any) -> list[_BufferSpec]:
+    """Check the buffer table against the layout the writer produces."""
     if not isinstance(table, list):
         raise CheckpointLoadError("header has no buffer table")
     specs: list[_BufferSpec] = []
     end = 0
-    try:
-        for entry in table:
-            dtype = np.dtype(str(entry["dtype"]))
-            shape = tuple(int(n) for n in entry["shape"])
-            nbytes = math.prod(shape) * dtype.itemsize
-            valid = (
-                dtype.kind in ARRAY_KINDS
-                and all(n >= 0 for n in shape)
-                and entry["order"] in ("C", "F")
-                and entry["offset"] == _align(end)
-                and entry["nbytes"] == nbytes
-            )
-            if not valid:
-                raise CheckpointLoadError(f"buffer table entry {len(specs)} is invalid")
-            end = entry["offset"] + nbytes
-            specs.append((dtype, shape, entry["order"]))
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise CheckpointLoadError(f"buffer table is invalid: {exc!r}") from exc
-    return specs, end
+    for entry in table:
+        dtype = np.dtype(str(entry["dtype"]))
+        shape = tuple(int(n) for n in entry["shape"])
+        spec = _BufferSpec(
+            dtype, shape, entry["order"], _align(end), math.prod(shape) * dtype.itemsize
+        )
+        valid = (
+            dtype.kind in ARRAY_KINDS
+            and min(shape, default=0) >= 0
+            and spec.order in ("C", "F")
+            and entry["offset"] == spec.offset
+            and entry["nbytes"] == spec.nbytes
+        )
+        if not valid:
+            raise CheckpointLoadError(f"buffer table entry {len(specs)} is invalid: {entry}")
+        specs.append(spec)
+        end = spec.offset + spec.nbytes
+    return specs
 
 
 def _read_data(
-    file: io.RawIOBase,
-    table: list[dict[str, Any]],
+    file: io.FileIO,
+    specs: list[_BufferSpec],
     targets: list[memoryview] | None,
     hasher: _StreamHasher,
 ) -> None:
@@ -362,33 +375,19 @@ def _read_data(
 
     Chunked reads let the hasher thread work on one chunk while the next is read.
     """
-    scratch = None if targets else memoryview(bytearray(READ_CHUNK_BYTES))
+    scratch = memoryview(bytearray(0 if targets else READ_CHUNK_BYTES))
     position = 0
-    for index, entry in enumerate(table):
-        padding = entry["offset"] - position
-        if padding:
-            hasher.feed(_read_exact(file, padding))
-        nbytes = entry["nbytes"]
-        for start in range(0, nbytes, READ_CHUNK_BYTES):
-            step = min(READ_CHUNK_BYTES, nbytes - start)
+    for index, spec in enumerate(specs):
+        if spec.offset > position:
+            hasher.feed(_read_exact(file, spec.offset - position))
+        for start in range(0, spec.nbytes, READ_CHUNK_BYTES):
+            step = min(READ_CHUNK_BYTES, spec.nbytes - start)
             # The scratch buffer is only used with an inline hasher, so reusing it is safe.
-            chunk = targets[index][start : start + step] if targets else scratch[:step]  # type: ignore[index]
+            chunk = targets[index][start : start + step] if targets else scratch[:step]
             if file.readinto(chunk) != step:
                 raise CheckpointLoadError("file ends early")
             hasher.feed(chunk)
-        position = entry["offset"] + nbytes
-
-
-def _decode_state(node: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
-    try:
-        state = _decode(node, arrays)
-    except CheckpointLoadError:
-        raise
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
-        raise CheckpointLoadError(f"state cannot be decoded: {exc!r}") from exc
-    if not isinstance(state, dict):
-        raise CheckpointLoadError("state is not a dict")
-    return state
+        position = spec.offset + spec.nbytes
 
 
 def _decode(node: Any, arrays: list[np.ndarray]) -> Any:

@@ -14,14 +14,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on the server; must precede pyplot
 
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-from daemon.error_handling.atomic_io import atomic_write_bytes  # noqa: E402
+from daemon.error_handling.atomic_io import atomic_write_bytes
 
-from .results import AlgorithmRun  # noqa: E402
+from .results import AlgorithmRun
 
 #: Pixel density of saved charts: readable when zoomed, small enough for the share.
 DPI = 110

@@ -11,12 +11,14 @@ nothing.
 
 Rows are kept as they are, one row per period: files with several rows per date (one per zone,
 as in zones_regimes_88x29.csv) load unchanged, so dates must be non-decreasing, not strictly
-increasing. Errors name the file, the column and the row as the 1-based *line number in the
-file* (the header is line 1, the first data row line 2); ``context["row"]`` holds that line.
+increasing. Errors are one line naming the file, the column and the row as the 1-based *line
+number in the file* (header = line 1; blank lines, which the parser skips, are counted);
+``context`` holds ``{"file", "column", "row"}`` with that line.
 
-Loading uses the pandas C engine with ``low_memory=False``: on the 82 x 25,544 production file it
-measured ~0.5 s against ~1.5 s with the default chunked C parser and 6-9 s for pyarrow, which is
-slow on very wide files (see benchmarks/bench_data_fitness.py).
+Loading uses the pandas C engine with ``low_memory=False`` and the Date/metadata columns as the
+index. Measured on the 82 x 25,544 production file (benchmarks/bench_data_fitness.py): C engine
+~0.5 s raw, ~0.9 s for this whole validated load, default chunked C engine ~1.5 s, pyarrow
+engine and pyarrow.csv ~8 s — pyarrow is slow on very wide files.
 """
 
 from __future__ import annotations
@@ -204,7 +206,7 @@ def _parse_frame(path: Path, raw: bytes, index_positions: list[int]) -> pd.DataF
     except pd.errors.ParserError as exc:
         match = re.search(r"line (\d+)", str(exc))
         row = int(match.group(1)) if match else None
-        detail = str(exc).split("C error: ")[-1]
+        detail = " ".join(str(exc).split("C error: ")[-1].split())
         raise _fail(DataLoadError, path, f"malformed CSV: {detail}", row=row) from exc
     except UnicodeDecodeError as exc:
         raise _fail(DataLoadError, path, f"not UTF-8 text ({exc.reason})") from exc

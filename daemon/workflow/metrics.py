@@ -157,7 +157,7 @@ MetricFunction = Callable[[FloatArray, float], FloatArray]
 METRIC_FUNCTIONS: dict[str, MetricFunction] = {
     "total_roi": lambda p, _ppy: total_roi(p),
     "max_drawdown": lambda p, _ppy: max_drawdown(p),
-    "roi_drawdown_ratio": lambda p, _ppy: roi_drawdown_ratio(p),
+    "ratio": lambda p, _ppy: roi_drawdown_ratio(p),
     "win_percentage": lambda p, _ppy: win_percentage(p),
     "profit_factor": lambda p, _ppy: profit_factor(p),
     "expectancy": lambda p, _ppy: expectancy(p),

@@ -340,6 +340,8 @@ class SearchAlgorithm(ABC):
         Returns:
             ``(aggregates (m', A), fitness (m',))`` in the order given, ``m' <= m``.
         """
+        if len(positions) != len(candidates):
+            raise ValueError(f"{len(positions)} positions for {len(candidates)} candidates")
         left = self.evaluations_left
         where = np.asarray(positions, dtype=np.intp)[:left]
         incoming = np.asarray(candidates, dtype=np.intp)[:left]
@@ -450,6 +452,11 @@ class SearchAlgorithm(ABC):
     @property
     def best_fitness(self) -> float | None:
         return self._best_fitness
+
+    @property
+    def best_x(self) -> IntArray | None:
+        """The best portfolio so far (unsorted; do not modify)."""
+        return self._best_x
 
     @property
     def evaluations_left(self) -> int:

@@ -140,14 +140,16 @@ def sample_weighted_subsets(
 
 
 def sample_outside(rng: np.random.Generator, inside: BoolArray, count: int) -> IntArray:
-    """Return ``count`` random strategies where ``inside`` is False (repeats possible).
+    """Return ``count`` uniform draws (with repeats) from the strategies where ``inside`` is
+    False; empty when every strategy is inside.
 
-    ``inside`` is a ``(n_strategies,)`` membership mask of the current portfolio. When
-    ``count`` covers the whole complement, every outside strategy is returned once, shuffled.
+    ``inside`` is a ``(n_strategies,)`` membership mask of the current portfolio.
     """
-    outside = inside.size - int(inside.sum())
-    if count >= outside:
-        return np.asarray(rng.permutation(np.flatnonzero(~inside)), dtype=np.intp)
+    n_outside = inside.size - int(inside.sum())
+    if n_outside == 0:
+        return np.empty(0, dtype=np.intp)
+    if n_outside < (1.0 - _DENSE_FRACTION) * inside.size:
+        return np.asarray(rng.choice(np.flatnonzero(~inside), count), dtype=np.intp)
     draws = rng.integers(0, inside.size, count)
     clash = inside[draws]
     while clash.any():

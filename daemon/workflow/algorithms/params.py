@@ -158,17 +158,21 @@ class ACOParams:
 class HCParams:
     """Best-improvement hill climbing over swaps, with random restarts."""
 
-    population_fields: ClassVar[tuple[str, ...]] = ("neighbourhood_size",)
+    population_fields: ClassVar[tuple[str, ...]] = ("max_neighbours_per_step",)
 
-    #: Neighbours scored per step; the whole neighbourhood when it is smaller.
-    neighbourhood_size: int = 1024
-    #: Consecutive steps without improvement before a random restart (with a full
-    #: neighbourhood one such step already proves a local optimum).
+    #: Bounds of the neighbourhood sample scored per step (it halves after an improvement
+    #: and doubles after a failure); the whole neighbourhood when it is smaller.
+    min_neighbours_per_step: int = 8
+    max_neighbours_per_step: int = 2048
+    #: Failed steps in a row at the largest sample before a random restart (with the whole
+    #: neighbourhood scored, one failure already proves a local optimum).
     max_failed_steps: int = 3
 
     def __post_init__(self) -> None:
-        if self.neighbourhood_size < 1 or self.max_failed_steps < 1:
-            raise ValueError("neighbourhood_size and max_failed_steps must be at least 1")
+        if self.min_neighbours_per_step < 1 or self.max_failed_steps < 1:
+            raise ValueError("min_neighbours_per_step and max_failed_steps must be at least 1")
+        if self.max_neighbours_per_step < self.min_neighbours_per_step:
+            raise ValueError("max_neighbours_per_step must be >= min_neighbours_per_step")
 
 
 @dataclass(frozen=True)

@@ -42,15 +42,15 @@ class SimulatedAnnealing(SearchAlgorithm):
     def _initialize(self) -> None:
         self._current = self.random_incumbent()
         _, F = self._try_moves(self.params.calibration_moves)
-        worse = self._current.fitness - F[F < self._current.fitness]
+        worse = self._current.fitness - F[self._current.fitness > F]
         self._mean_worse = float(worse.mean()) if worse.size else _MIN_DELTA
         self._accepted = self.params.initial_acceptance
         self._tried = 1.0
 
     def _try_moves(self, count: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
         current = self._current
-        positions = self.rng.integers(0, self.problem.k, count)
-        candidates = sample_outside(self.rng, current.inside, count)[: positions.size]
+        candidates = sample_outside(self.rng, current.inside, count)
+        positions = self.rng.integers(0, self.problem.k, candidates.size)
         aggs, F = self.evaluate_swaps(current.x, current.agg, positions, candidates)
         return (positions, candidates, aggs), F
 

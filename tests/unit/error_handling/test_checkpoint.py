@@ -200,6 +200,19 @@ def test_retention_keeps_the_newest(tmp_path: Path) -> None:
         assert np.array_equal(loaded["x"], _state(seed)["x"])
 
 
+def test_reused_file_is_cut_to_the_new_size(tmp_path: Path) -> None:
+    # Given a job at capacity whose oldest checkpoint is large
+    manager = _manager(tmp_path, max_checkpoints_per_job=2)
+    manager.save_checkpoint({"big": np.ones(200_000)}, "c1")
+    manager.save_checkpoint({"small": 1}, "c2")
+    # When a small checkpoint replaces it (reusing its file)
+    info = manager.save_checkpoint({"small": 2}, "c3")
+    # Then the file has exactly the new size and loads
+    assert info is not None
+    assert (tmp_path / "job1" / "c3.ckpt").stat().st_size == info.size_bytes < 10_000
+    assert manager.load_checkpoint() == {"small": 2}
+
+
 def test_retired_file_with_a_second_link_is_never_written_through(tmp_path: Path) -> None:
     # Given a job at capacity whose oldest checkpoint file is also linked from elsewhere
     manager = _manager(tmp_path, max_checkpoints_per_job=2)

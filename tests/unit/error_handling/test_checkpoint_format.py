@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +12,9 @@ import pandas as pd
 import pytest
 
 from daemon.error_handling.checkpoint import CheckpointManager
+from daemon.error_handling.checkpoint_format import MAGIC, read_checkpoint
 from daemon.error_handling.config import CheckpointConfig
-from daemon.error_handling.errors import CheckpointSaveError
+from daemon.error_handling.errors import CheckpointLoadError, CheckpointSaveError
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -118,7 +121,7 @@ def test_dataframe_round_trip_with_dtypes_and_index(tmp_path: Path) -> None:
             "i": np.array([1, 2, 3], dtype=np.int32),
             "b": [True, False, True],
             "s": ["a", None, "ç"],
-            "d": pd.to_datetime(["2024-01-01", None, "2024-03-01"]),
+            "d": pd.to_datetime(["2024-01-01", "NaT", "2024-03-01"]),
             "tz": pd.date_range("2024-01-01", periods=3, tz="Europe/Berlin"),
             "n": pd.array([1, None, 3], dtype="Int64"),
             "nb": pd.array([True, None, False], dtype="boolean"),
@@ -136,9 +139,10 @@ def test_dataframe_round_trip_with_dtypes_and_index(tmp_path: Path) -> None:
 
 def test_wide_frame_with_interleaved_dtypes_keeps_column_order(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    columns = {f"c{i}": rng.standard_normal(4) for i in range(300)}
+    columns: dict[str, np.ndarray] = {f"c{i}": rng.standard_normal(4) for i in range(300)}
     columns.update({f"k{i}": np.arange(4) * i for i in range(0, 300, 7)})
-    frame = pd.DataFrame(columns)[sorted(columns, key=lambda c: int(c[1:]) + (c[0] == "k"))]
+    order = sorted(columns, key=lambda c: (int(c[1:]), c[0]))
+    frame = pd.DataFrame(columns)[order]
     loaded = _round_trip(tmp_path, {"frame": frame})["frame"]
     pd.testing.assert_frame_equal(loaded, frame, check_exact=True)
 
@@ -148,7 +152,8 @@ def test_series_and_datetime_index_with_frequency(tmp_path: Path) -> None:
     frame = pd.DataFrame(index=pd.RangeIndex(2, 12, 3, name="row"))
     loaded = _round_trip(tmp_path, {"series": series, "empty": frame})
     pd.testing.assert_series_equal(loaded["series"], series, check_exact=True)
-    assert loaded["series"].index.freq == series.index.freq
+    index = loaded["series"].index
+    assert isinstance(index, pd.DatetimeIndex) and index.freqstr == "D"
     pd.testing.assert_frame_equal(loaded["empty"], frame)
 
 
@@ -171,3 +176,63 @@ def test_unsupported_values_are_refused_naming_the_key(
     assert key in str(caught.value)
     assert manager.list_checkpoints() == []
     assert not manager.directory.exists() or not any(manager.directory.iterdir())
+
+
+def _forge(path: Path, header: bytes, data: bytes = b"") -> None:
+    """Write a file laid out like a checkpoint, with a correct trailing digest."""
+    head = MAGIC + len(header).to_bytes(8, "little") + header
+    body = head + bytes(-len(head) % 64) + data
+    path.write_bytes(body + hashlib.sha256(body).digest())
+
+
+def _buffer(dtype: str, shape: list[int], nbytes: int, **extra: Any) -> dict[str, Any]:
+    return {"dtype": dtype, "shape": shape, "order": "C", "offset": 0, "nbytes": nbytes, **extra}
+
+
+def _header(state: Any, buffers: list[dict[str, Any]] | None = None, **extra: Any) -> bytes:
+    document = {"format": 1, "name": "x", "buffers": buffers or [], "state": state, **extra}
+    return json.dumps(document).encode()
+
+
+ARRAY_REF = {"$type": "ndarray", "buffer": 0}
+BAD_TZ_SERIES = {
+    "$type": "series",
+    "name": None,
+    "index": {"kind": "range", "range": [0, 1, 1], "name": None},
+    "values": {"kind": "datetime_tz", "tz": "../../etc/passwd", "buffer": 0},
+}
+FORGED = {
+    "object_dtype": (_header({"a": ARRAY_REF}, [_buffer("|O", [1], 8)]), bytes(8)),
+    "structured_dtype": (_header({"a": ARRAY_REF}, [_buffer("i4,f8", [1], 12)]), bytes(12)),
+    "negative_shape": (_header({"a": ARRAY_REF}, [_buffer("<f8", [-1], -8)]), b""),
+    "wrong_nbytes": (_header({"a": ARRAY_REF}, [_buffer("<f8", [2], 8)]), bytes(8)),
+    "huge_shape": (_header({"a": ARRAY_REF}, [_buffer("<f8", [10**12], 8 * 10**12)]), b""),
+    "buffer_out_of_range": (_header({"a": {"$type": "ndarray", "buffer": 3}}), b""),
+    "unknown_tag": (_header({"a": {"$type": "pickle", "data": "gASV"}}), b""),
+    "broken_frame": (_header({"a": {"$type": "dataframe"}}), b""),
+    "bad_timezone": (_header({"a": BAD_TZ_SERIES}, [_buffer("<M8[ns]", [1], 8)]), bytes(8)),
+    "state_not_a_dict": (_header([1, 2]), b""),
+    "future_version": (_header({}, format=2), b""),
+    "deep_nesting": (
+        b'{"format":1,"buffers":[],"state":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b"",
+    ),
+    "not_json": (b"\xff\xfe{", b""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGED))
+def test_forged_files_with_valid_digests_fail_cleanly(tmp_path: Path, case: str) -> None:
+    # Given a file with a self-consistent digest but a hostile or broken header
+    header, data = FORGED[case]
+    _forge(tmp_path / "x.ckpt", header, data)
+    # When it is read, Then the only possible error is CheckpointLoadError
+    with pytest.raises(CheckpointLoadError):
+        read_checkpoint(tmp_path / "x.ckpt")
+
+
+def test_forge_helper_makes_loadable_files(tmp_path: Path) -> None:
+    # The forging helper itself produces valid files, so the failures above are the checks'
+    _forge(tmp_path / "x.ckpt", _header({"a": ARRAY_REF}, [_buffer("<f8", [2], 16)]), bytes(16))
+    loaded = read_checkpoint(tmp_path / "x.ckpt")
+    assert loaded.state is not None and loaded.state["a"].tolist() == [0.0, 0.0]

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(60)
 PPY = 52.0
 
 _REFERENCE_NAME = {
-    "ratio": "roi_drawdown_ratio",
+    "ratio": "ratio",
     "roi": "total_roi",
     "win_percentage": "win_percentage",
     "profit_factor": "profit_factor",
@@ -242,3 +242,34 @@ def test_constructor_refuses_non_finite_pnl(pnl: np.ndarray) -> None:
     pnl[3, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         PortfolioProblem(pnl, 3)
+
+
+def test_one_day_and_all_zero_matrices_give_finite_fitness() -> None:
+    # One day: every column is flat, so no correlation; the ratio falls back to ROI x 100/10.
+    one_day = np.array([[2.0, -1.0, 0.5]])
+    detail = PortfolioProblem(one_day, 2).evaluate_detailed(np.array([[0, 2], [1, 2], [0, 1]]))
+    np.testing.assert_allclose(detail.fitness, [250.0, -5.0, 100.0])
+    np.testing.assert_array_equal(detail.mean_correlation, 0.0)
+    # All-zero P&L: every metric is 0 and so is the fitness.
+    for metric in FITNESS_METRICS:
+        zeros = PortfolioProblem(np.zeros((10, 6)), 3, metric=metric)
+        assert not zeros.evaluate(np.array([[0, 1, 2], [3, 4, 5]])).any()
+        assert not zeros.strategy_scores().any()
+
+
+def test_all_losing_portfolio(pnl: np.ndarray) -> None:
+    losses = -np.abs(pnl[:, :4]) - 0.5
+    problem = PortfolioProblem(losses, 4, correlation_penalty_weight=0.0)
+    got = problem.evaluate_detailed(np.array([[0, 1, 2, 3]])).raw_metric[0]
+    assert got == pytest.approx(-1.0, rel=1e-12)  # ROI / MaxDD when every day loses
+
+
+def test_real_fixture_at_production_portfolio_size() -> None:
+    # Given the 82 x 500 SENSEX fixture loaded by the real loader
+    data = load_strategy_csv(fixture_csv("sensex_82x500.csv"))
+    ppy = infer_periods_per_year(data.dates)
+    problem = PortfolioProblem(data.pnl, 35, periods_per_year=ppy, names=data.names)
+    X = random_portfolios(np.random.default_rng(35), 15, data.n_strategies, 35)
+    # When portfolios of 35 are evaluated, then they match the loop
+    expected = [reference_fitness(data.pnl, row, "ratio", 10.0) for row in X]
+    np.testing.assert_allclose(problem.evaluate(X), expected, rtol=1e-9, atol=1e-9)

@@ -34,7 +34,7 @@ def reference_metrics(series: list[float], ppy: float) -> dict[str, float]:
     return {
         "total_roi": roi,
         "max_drawdown": worst,
-        "roi_drawdown_ratio": ratio,
+        "ratio": ratio,
         "win_percentage": 100.0 * sum(1 for x in series if x > 0) / n,
         "profit_factor": gross_profit / gross_loss if gross_loss > 0 else gross_profit,
         "expectancy": mean,
@@ -103,7 +103,7 @@ def test_one_day_series() -> None:
     assert got["total_roi"] == 4.0
     assert got["max_drawdown"] == 0.0
     assert got["sharpe"] == 0.0  # std(ddof=1) of one value is undefined -> 0
-    assert got["roi_drawdown_ratio"] == 400.0
+    assert got["ratio"] == 400.0
     assert got["annualized_return"] == 4.0 * PPY
 
 

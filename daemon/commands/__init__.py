@@ -1,0 +1,10 @@
+"""One module per ``heavy-optimizer`` verb; each exposes ``add_parser(subparsers)``."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import run_job
+
+#: Registered verbs, in the order ``--help`` lists them.
+COMMANDS: tuple[ModuleType, ...] = (run_job,)

@@ -1,0 +1,183 @@
+"""What happens to a job after its process ends: complete, retry, or fail — with a reason.
+
+The supervisor hands every exited job here. The child's last message says what it thinks
+happened; the supervisor's kill reason (timeout, stuck, memory, shutdown) and the exit code
+say what really happened. Failures go through the recovery manager, bounded by the job's
+durable attempt counter, so a job that kills its process every time ends in failed/.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from daemon.config import Settings
+from daemon.error_handling.checkpoint import CheckpointManager
+from daemon.error_handling.notifier import ErrorNotifier
+from daemon.error_handling.recovery import ErrorRecoveryManager
+from daemon.error_handling.recovery_actions import AdjustParameters, FailJob
+from daemon.job_process import JobProcess
+from daemon.registry import JobRecord, JobRegistry
+from daemon.share import ShareLayout
+from daemon.status import StatusBoard
+
+logger = logging.getLogger(__name__)
+
+#: Error records the supervisor writes for deaths the child could not report itself.
+_KILL_ERRORS = {
+    "timeout": ("JOB_TIMEOUT", "JobTimeoutError", False,
+                "the job exceeded its time limit of {limit:.0f} s and was stopped; its last "
+                "checkpoint is kept"),
+    "stuck": ("JOB_STUCK", "JobStuckError", True,
+              "the job made no progress for {stuck:.0f} s and was killed"),
+    "memory": ("MEMORY_LIMIT", "MemoryLimitError", True,
+               "the job used more than {memory:.0f} MB and was killed"),
+    "cancel": ("JOB_CANCELLED", "JobCancelled", False, "the job was cancelled by an operator"),
+}
+
+
+class OutcomeHandler:
+    """Moves finished jobs to their next registry and tells people when it matters."""
+
+    def __init__(self, settings: Settings, layout: ShareLayout, registry: JobRegistry,
+                 status: StatusBoard, *, notifier: ErrorNotifier | None) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.registry = registry
+        self.status = status
+        self.notifier = notifier if settings.jobs.enable_notifications else None
+
+    def payload(self, record: JobRecord, *, job_runner: str, config_dir: str | None,
+                timeout_seconds: float) -> dict[str, Any]:
+        """What the job process needs: JSON values only (it crosses a process boundary)."""
+        spec = record.spec
+        return {
+            "job_id": record.job_id,
+            "runner": job_runner,
+            "spec": spec,
+            "share_root": str(self.layout.root),
+            "config_dir": config_dir,
+            "input_file": record.input_file,
+            "portfolio_sizes": list(record.portfolio_sizes),
+            "algorithms": spec.get("algorithms"),
+            "fitness": spec.get("fitness"),
+            "seed": spec.get("seed"),
+            "resume": record.resume,
+            "adjustments": dict(record.adjustments),
+            "attempt": record.attempts,
+            "timeout_seconds": timeout_seconds,
+            "heartbeat_interval": self.settings.jobs.heartbeat_interval,
+            "job_log": str(self.layout.job_logs / f"{record.job_id}.log"),
+            "debug": self.settings.jobs.logging.debug_mode,
+        }
+
+    def _recovery(self, job_id: str) -> ErrorRecoveryManager:
+        checkpoints = CheckpointManager(job_id=job_id, base_dir=self.layout.checkpoints,
+                                        config=self.settings.error_handling.checkpoint)
+        return ErrorRecoveryManager(
+            checkpoints, self.notifier, job_id, config=self.settings.error_handling.recovery,
+            history_path=self.layout.checkpoints / job_id / "recovery_history.json",
+        )
+
+    def handle_exit(self, record: JobRecord, child: JobProcess) -> bool:
+        """Decide and apply the outcome of an exited job; returns True on success."""
+        message = child.final_message or {}
+        self.status.forget(record.job_id)
+        if child.kill_reason == "shutdown" or (message.get("type") == "stopped"
+                                               and child.kill_reason is None):
+            self.registry.requeue(record, resume=True, refund_attempt=True)
+            self.status.job(record.job_id, {"state": "queued", "resume": True,
+                                            "attempts": record.attempts - 1}, force=True)
+            logger.info("%s: stopped for shutdown; requeued to resume from its checkpoint",
+                        record.job_id)
+            return True
+        if message.get("type") == "result" and child.exitcode == 0:
+            result = dict(message.get("result") or {})
+            result["execution_time"] = round(child.elapsed_seconds(time.monotonic()), 3)
+            self.registry.complete(record, result)
+            self.status.job(record.job_id, {"state": "completed", "progress": 1.0,
+                                            "attempts": record.attempts}, force=True)
+            logger.info("%s: completed on attempt %d", record.job_id, record.attempts)
+            return True
+        error = self._error_of(child, message)
+        self._fail_or_retry(record, error)
+        return False
+
+    def _error_of(self, child: JobProcess, message: dict[str, Any]) -> dict[str, Any]:
+        jobs = self.settings.jobs
+        stage = child.heartbeat.get("stage")
+        if child.kill_reason in _KILL_ERRORS:
+            code, kind, recoverable, text = _KILL_ERRORS[child.kill_reason]
+            return {"code": code, "type": kind, "recoverable": recoverable, "stage": stage,
+                    "message": text.format(limit=child.timeout_seconds,
+                                           stuck=jobs.stuck_job_threshold,
+                                           memory=jobs.max_job_memory_mb)}
+        if message.get("type") == "error":
+            error = dict(message["error"])
+            error.setdefault("stage", stage)
+            return error
+        code = child.exitcode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else \
+            f"exited with status {code} without a result"
+        return {"code": "JOB_CRASHED", "type": "JobCrashError", "recoverable": True,
+                "stage": stage, "message": f"the job process {how}"}
+
+    def _fail_or_retry(self, record: JobRecord, error: dict[str, Any]) -> None:
+        jobs = self.settings.jobs
+        recovery = self._recovery(record.job_id)
+        action = recovery.handle_error(error, {"stage": error.get("stage"),
+                                               "attempt": record.attempts})
+        exhausted = record.attempts >= jobs.max_retry_attempts
+        if isinstance(action, FailJob) or exhausted:
+            reason = error["message"]
+            if exhausted and not isinstance(action, FailJob):
+                reason = f"gave up after {record.attempts} attempts; last error: {reason}"
+                self._notify_failure(record, reason, error)
+            recovery.record_outcome(False)
+            self.registry.fail(record, {**error, "message": reason})
+            self.status.job(record.job_id, {"state": "failed", "error": error["code"],
+                                            "attempts": record.attempts}, force=True)
+            logger.error("%s: failed: %s", record.job_id, reason)
+            return
+        adjustments = dict(record.adjustments)
+        if isinstance(action, AdjustParameters):
+            factor = float(action.changes.get("reduce_factor", 0.5))
+            adjustments["population_scale"] = adjustments.get("population_scale", 1.0) * factor
+        delay = max(action.delay_seconds, 0.0)
+        self.registry.schedule_retry(record, delay_seconds=delay, resume=True,
+                                     adjustments=adjustments, error=error)
+        self.status.job(record.job_id, {"state": "retrying", "attempts": record.attempts,
+                                        "next_attempt_in_seconds": delay,
+                                        "error": error["code"]}, force=True)
+        logger.warning("%s: attempt %d failed (%s); retrying in %.1f s from its checkpoint",
+                       record.job_id, record.attempts, error["code"], delay)
+
+    def _notify_failure(self, record: JobRecord, reason: str, error: dict[str, Any]) -> None:
+        if self.notifier is not None:
+            self.notifier.notify(f"job {record.job_id} failed", reason, "ERROR",
+                                 {"job_id": record.job_id, "stage": error.get("stage"),
+                                  "error_code": error.get("code")})
+
+    def after_outcome(self, consecutive_failures: int) -> None:
+        """One alert when failures in a row reach the configured threshold (not one per job)."""
+        threshold = self.settings.jobs.notifications.consecutive_failure_threshold
+        if consecutive_failures == threshold and self.notifier is not None:
+            self.notifier.notify(
+                f"{threshold} jobs failed in a row",
+                "several consecutive jobs failed; look for a shared cause in jobs/failed/",
+                "ERROR",
+            )
+
+    def recover_abandoned(self, record: JobRecord) -> None:
+        """A job whose daemon died: resume it, or fail it when attempts are exhausted."""
+        if record.attempts >= self.settings.jobs.max_retry_attempts:
+            self.registry.fail(record, {
+                "code": "JOB_CRASHED", "type": "JobCrashError", "stage": None,
+                "message": f"gave up after {record.attempts} attempts; the daemon running it "
+                           "stopped unexpectedly",
+            })
+            return
+        self.registry.requeue(record, resume=True, refund_attempt=False)
+        logger.warning("%s: recovered from a stopped daemon; requeued to resume", record.job_id)
+
