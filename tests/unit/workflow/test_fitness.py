@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from daemon.workflow.data import infer_periods_per_year, load_strategy_csv
 from daemon.workflow.fitness import FITNESS_METRICS, PortfolioProblem, standardize_columns
+from tests.unit.workflow.test_data import fixture_csv
 from tests.unit.workflow.test_metrics import reference_metrics
 
 pytestmark = pytest.mark.timeout(60)
@@ -245,10 +247,10 @@ def test_constructor_refuses_non_finite_pnl(pnl: np.ndarray) -> None:
 
 
 def test_one_day_and_all_zero_matrices_give_finite_fitness() -> None:
-    # One day: every column is flat, so no correlation; the ratio falls back to ROI x 100/10.
+    # One day: every column is flat, so no correlation; no loss -> ROI x 100.
     one_day = np.array([[2.0, -1.0, 0.5]])
     detail = PortfolioProblem(one_day, 2).evaluate_detailed(np.array([[0, 2], [1, 2], [0, 1]]))
-    np.testing.assert_allclose(detail.fitness, [250.0, -5.0, 100.0])
+    np.testing.assert_allclose(detail.fitness, [250.0, -1.0, 100.0])  # -0.5 on day 1 is a DD
     np.testing.assert_array_equal(detail.mean_correlation, 0.0)
     # All-zero P&L: every metric is 0 and so is the fitness.
     for metric in FITNESS_METRICS:

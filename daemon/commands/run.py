@@ -1,0 +1,52 @@
+"""``heavy-optimizer run``: the long-running daemon (what the systemd unit starts)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from daemon.config import load_settings
+from daemon.error_handling.log_setup import setup_error_logging
+from daemon.error_handling.notifier import ErrorNotifier
+from daemon.scheduler import MaintenanceScheduler
+from daemon.supervisor import Supervisor
+from daemon.watcher import ShareWatcher
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser("run", help="run the daemon: watch the share and run jobs")
+    parser.add_argument("--config-dir", type=Path, default=None,
+                        help="folder with the three config files (default: "
+                             "$HEAVY_OPTIMIZER_CONFIG_DIR, then ./config)")
+    parser.add_argument("--share", type=Path, default=None, help="override share_root")
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config_dir, share_root=args.share)
+    supervisor_config_dir = str(args.config_dir) if args.config_dir else None
+    logging_handle = setup_error_logging(settings.error_handling)
+    for warning in settings.warnings:
+        logger.warning("%s", warning)
+    notifier = ErrorNotifier(settings.error_handling,
+                             outbox_dir=Path(settings.jobs.share_root) / ".heavy_optimizer" / "outbox")
+    supervisor = Supervisor(settings, config_dir=supervisor_config_dir, notifier=notifier)
+    watcher = ShareWatcher(supervisor.layout, setting=settings.jobs.observer,
+                           on_hint=lambda: supervisor.request("rescan"))
+    scheduler = MaintenanceScheduler(settings, supervisor.layout, request=supervisor.request,
+                                     notify=notifier.notify)
+    supervisor.install_signal_handlers()
+    logger.info("daemon starting on share %s (pid %s)", supervisor.layout.root, supervisor.host)
+    try:
+        watcher.start()
+        scheduler.start()
+        return supervisor.run()
+    finally:
+        scheduler.shutdown()
+        watcher.stop()
+        notifier.close(timeout=10)
+        logging_handle.close()
