@@ -31,6 +31,8 @@ import pyarrow.csv as pacsv  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from datasets import SENSEX_2500, production_csv  # noqa: E402
+
 from daemon.workflow.data import infer_periods_per_year, load_strategy_csv  # noqa: E402
 from daemon.workflow.fitness import PortfolioProblem  # noqa: E402
 
@@ -151,40 +153,25 @@ def evaluation_table(path: Path, budget_seconds: float) -> None:
     print(f"{label:52s}{rate:14,.0f}{rate / baseline:10.1f}")
 
 
-def _default_sensex() -> Path | None:
-    candidates = [REPO / "tests" / "data" / "sensex_82x2500.csv"]
-    if "HEAVY_OPTIMIZER_FIXTURE_DATA" in os.environ:
-        candidates.append(Path(os.environ["HEAVY_OPTIMIZER_FIXTURE_DATA"]) / "sensex_82x2500.csv")
-    return next((c for c in candidates if c.is_file()), None)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--production",
         type=Path,
-        default=os.environ.get("HEAVY_OPTIMIZER_PRODUCTION_CSV"),
-        help="82 x 25,544 production-scale CSV (default: $HEAVY_OPTIMIZER_PRODUCTION_CSV)",
+        default=None,
+        help="82 x 25,544 CSV (default: $HEAVY_OPTIMIZER_PRODUCTION_CSV, else generated once)",
     )
     parser.add_argument(
         "--sensex",
         type=Path,
-        default=_default_sensex(),
-        help="sensex_82x2500.csv (default: tests/data/ or $HEAVY_OPTIMIZER_FIXTURE_DATA)",
+        default=SENSEX_2500,
+        help="sensex_82x2500.csv (default: the bundled sample)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="load repeats (best is shown)")
     parser.add_argument("--seconds", type=float, default=2.0, help="time budget per rate row")
     args = parser.parse_args()
 
-    files = [p for p in (args.sensex, args.production) if p is not None and Path(p).is_file()]
-    if args.production is None or not Path(args.production).is_file():
-        print(
-            "Production file not found (--production / $HEAVY_OPTIMIZER_PRODUCTION_CSV). Make it "
-            "with: python ../shared/tools/make_production_csv.py /path/production_82x25544.csv"
-        )
-    if not files:
-        print("No input CSV found; pass --sensex and/or --production.")
-        raise SystemExit(2)
+    files = [args.sensex, production_csv(args.production)]
     load_table(files, args.repeats)
     evaluation_table(files[-1], args.seconds)
 

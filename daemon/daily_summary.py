@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from daemon.error_handling.recovery import RECOVERED
 from daemon.share import ShareLayout, list_candidates
 
 logger = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def _count_recoveries(output: Path, since: float, now: float) -> tuple[int, int]
             when = _epoch(entry.get("time")) if isinstance(entry, dict) else None
             if when is not None and since <= when < now:
                 total += 1
-                recovered += entry.get("outcome") == "recovered"
+                recovered += entry.get("outcome") == RECOVERED
     return total, recovered
 
 

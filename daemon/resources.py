@@ -88,7 +88,9 @@ class ResourceGate:
         self.cpu_threshold = cpu_threshold
         self.disk_threshold = disk_threshold
         self.disk_path = os.fspath(disk_path)
-        self._probe = probe if probe is not None or not enabled else psutil_probe(disk_path)
+        if probe is None and enabled:
+            probe = psutil_probe(disk_path)
+        self._probe = probe
         self._waiting_since: float | None = None
         self._waiting_reason: str | None = None
 

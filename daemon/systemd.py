@@ -153,7 +153,8 @@ class SystemdNotifier:
         payload = "\n".join(lines).encode("utf-8", errors="replace")
         try:
             if self._socket is None:
-                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                self._socket = socket.socket(socket.AF_UNIX, kind)
             self._socket.sendto(payload, self._address)
         except OSError as exc:
             if not self._failing:

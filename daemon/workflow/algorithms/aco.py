@@ -8,8 +8,8 @@ that would otherwise swamp every other term; ``beta`` sets how strongly ants fol
 
 After each iteration the pheromone evaporates and is reinforced on the iteration-best and the
 best-so-far portfolios: ``tau <- (1 - rho) tau + rho d`` with ``d`` the (weighted) membership of
-those portfolios, which keeps ``tau`` in [0, 1]; the max-min floor ``pheromone_min`` keeps every
-strategy reachable.
+those portfolios, which keeps ``tau`` in [0, 1]; the max-min floor (``pheromone_min_share``)
+keeps every strategy reachable.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class AntColony(SearchAlgorithm):
     def _prepare(self) -> None:
         heuristic = rank_heuristic(np.asarray(self.problem.strategy_scores(), dtype=np.float64))
         self._heuristic_weight = heuristic**self.params.beta
+        k, n, share = self.problem.k, self.problem.n_strategies, self.params.pheromone_min_share
+        self._pheromone_min = min(1.0, share * k / ((1.0 - share) * max(1, n - k)))
 
     def _initialize(self) -> None:
         self._pheromone = np.ones(self.problem.n_strategies)
@@ -58,7 +60,7 @@ class AntColony(SearchAlgorithm):
         deposit[best_so_far] += p.best_so_far_weight
         self._pheromone *= 1.0 - p.evaporation_rate
         self._pheromone += p.evaporation_rate * deposit
-        np.clip(self._pheromone, p.pheromone_min, 1.0, out=self._pheromone)
+        np.clip(self._pheromone, self._pheromone_min, 1.0, out=self._pheromone)
 
     def _get_state(self) -> dict[str, Any]:
         return {"pheromone": self._pheromone}

@@ -29,9 +29,16 @@ _DENSE_FRACTION = 0.25
 _WEIGHTED_ROUNDS = 3
 
 
-def duplicate_mask(X: IntArray) -> BoolArray:
-    """Return ``(n, k)``: True where an entry repeats an earlier entry of its row."""
-    order = np.argsort(X, axis=1, kind="stable")
+def duplicate_mask(X: IntArray, yielding: BoolArray | None = None) -> BoolArray:
+    """Return ``(n, k)``: True where an entry repeats another entry of its row that comes first.
+
+    Entries come in row order, except that ``yielding`` entries (if given) come after all
+    others: of two equal entries, the yielding one is marked the repeat.
+    """
+    if yielding is None:
+        order = np.argsort(X, axis=1, kind="stable")
+    else:
+        order = np.lexsort((yielding, X), axis=1)
     ordered = np.take_along_axis(X, order, axis=1)
     repeated = np.zeros(X.shape, dtype=bool)
     repeated[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
@@ -79,8 +86,7 @@ def fill_holes(
         if not holes.any():
             return out
         out[holes] = rng.integers(0, n_strategies, int(holes.sum()))
-        clash = contains(out, X) | duplicate_mask(out)
-        holes &= clash
+        holes &= contains(out, X) | duplicate_mask(out, yielding=holes)
     for row in np.flatnonzero(holes.any(axis=1)):
         keep = out[row][~holes[row]]
         free = np.setdiff1d(np.arange(n_strategies), np.concatenate([X[row], keep]))

@@ -75,14 +75,18 @@ class PSOParams:
     #: Attraction to the particle's own best (c1) and to the swarm's best (c2).
     cognitive_weight: float = 2.0
     social_weight: float = 2.0
+    #: "Craziness" (Kennedy & Eberhart 1995): expected random strategies added to each
+    #: velocity per step, with a uniform possibility; the swarm's only source of strategies
+    #: that no particle has held.
+    craziness: float = 1.0
 
     def __post_init__(self) -> None:
         if self.swarm_size < 2:
             raise ValueError("swarm_size must be at least 2")
         _probability("inertia_start", self.inertia_start)
         _probability("inertia_end", self.inertia_end)
-        if self.cognitive_weight < 0 or self.social_weight < 0:
-            raise ValueError("cognitive_weight and social_weight must be >= 0")
+        if self.cognitive_weight < 0 or self.social_weight < 0 or self.craziness < 0:
+            raise ValueError("cognitive_weight, social_weight and craziness must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -139,8 +143,10 @@ class ACOParams:
     alpha: float = 1.0
     beta: float = 2.0
     evaporation_rate: float = 0.1
-    #: Pheromone bounds are [pheromone_min, 1]; the floor keeps every strategy reachable.
-    pheromone_min: float = 0.01
+    #: Max-min floor, as the share of choice weight (before alpha/beta) that strategies
+    #: outside a fully reinforced portfolio keep: tau_min = s k / ((1 - s)(n - k)), so the
+    #: floor scales with the number of strategies and every strategy stays reachable.
+    pheromone_min_share: float = 0.1
     #: Share of the deposit from the best-so-far ant (the rest from the iteration best).
     best_so_far_weight: float = 0.5
 
@@ -150,7 +156,7 @@ class ACOParams:
         if self.alpha < 0 or self.beta < 0:
             raise ValueError("alpha and beta must be >= 0")
         _open_probability("evaporation_rate", self.evaporation_rate)
-        _open_probability("pheromone_min", self.pheromone_min)
+        _open_probability("pheromone_min_share", self.pheromone_min_share)
         _probability("best_so_far_weight", self.best_so_far_weight)
 
 

@@ -66,9 +66,15 @@ class ParticleSwarm(SearchAlgorithm):
         inertia = p.inertia_start + (p.inertia_end - p.inertia_start) * self.search_progress
         pull_own = np.where(contains(self._pbest, x), 0.0, p.cognitive_weight * self.rng.random((n, k)))
         pull_swarm = np.where(contains(gbest, x), 0.0, p.social_weight * self.rng.random((n, k)))
+        crazy = self.rng.random((n, k)) < p.craziness / k
+        random_idx = self.rng.integers(0, self.problem.n_strategies, (n, k))
+        random_pull = np.where(crazy, self.rng.random((n, k)), 0.0)
         idx, possibility = merge_possibilities(
-            np.concatenate([self._vel_idx, self._pbest, gbest], axis=1),
-            np.minimum(1.0, np.concatenate([inertia * self._vel_p, pull_own, pull_swarm], axis=1)),
+            np.concatenate([self._vel_idx, self._pbest, gbest, random_idx], axis=1),
+            np.minimum(
+                1.0,
+                np.concatenate([inertia * self._vel_p, pull_own, pull_swarm, random_pull], axis=1),
+            ),
             self._vel_idx.shape[1],
         )
         self._vel_idx, self._vel_p = idx, possibility

@@ -125,7 +125,7 @@ def test_real_probe_reports_a_missing_disk_path(tmp_path: Path) -> None:
 
 @pytest.fixture
 def allocating_tree() -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """A child process whose own child holds ALLOCATE_MB resident; yields (child, grandchild pid)."""
+    """A child whose own child holds ALLOCATE_MB resident; yields (child, grandchild pid)."""
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )

@@ -4,7 +4,6 @@ metadata rule, periods per year, and a CSV round-trip property."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +20,12 @@ from daemon.workflow.data import (
     is_metadata_column,
     load_strategy_csv,
 )
+from tests.paths import SAMPLES_DIR
 
 pytestmark = pytest.mark.timeout(60)
 
-#: Where the shared fixture CSVs live; overridable for checkouts elsewhere.
-FIXTURE_DIR = Path(os.environ.get("HEAVY_OPTIMIZER_FIXTURE_DATA", "/work/shared/data"))
-
-
 def fixture_csv(name: str) -> Path:
-    for folder in (Path(__file__).resolve().parents[2] / "data", FIXTURE_DIR):
-        if (folder / name).is_file():
-            return folder / name
-    pytest.skip(f"fixture {name} not found (set HEAVY_OPTIMIZER_FIXTURE_DATA)")
+    return SAMPLES_DIR / name
 
 
 def write(tmp_path: Path, text: str, name: str = "input.csv") -> Path:

@@ -1,0 +1,173 @@
+"""Bayesian optimisation of k-subsets, after BOCS (Baptista & Poloczek 2018).
+
+Surrogate: Bayesian linear regression of the fitness on strategy-inclusion features, with
+second-order (pairwise) terms as in BOCS: ``f(z) = w0 + sum_i w_i z_i + sum_{i<j} W_ij z_i z_j``
+with ``z`` the 0/1 inclusion vector. The prior is conjugate normal-inverse-gamma
+(``w | s2 ~ N(0, s2 * prior_variance * I)``, a flat intercept, ``s2`` inverse-gamma), so the
+posterior follows exactly from running sufficient statistics (``Phi'Phi``, ``Phi'y``, ``y'y``)
+and each batch of new observations is a rank update, not a refit on the whole history.
+
+Acquisition: Thompson sampling. Each new portfolio maximises one posterior draw of the
+surrogate: start from the top-k of the draw's first-order weights, then best-improvement swaps
+on the drawn surrogate (BOCS uses simulated annealing on it), so a batch of draws gives a
+batch of diverse proposals. Only the swap passes' gains are computed, in O(k * pool) each.
+
+Scale (documented restriction): with 25,544 strategies a full quadratic model has 3e8
+coefficients. The surrogate therefore covers a candidate pool, the ``pool_size`` best strategies
+by single-strategy quality (``problem.strategy_scores``, at least ``2k``), with pairwise terms
+among the ``pairwise_pool_size`` best of them; BO proposes portfolios inside the pool only. On
+problems no larger than the pool (the small test instances) the model covers every strategy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import FloatArray, IntArray, SearchAlgorithm
+from .operators import sample_subsets
+from .params import BOParams
+
+#: Prior precision of the intercept (nearly flat) and inverse-gamma prior of the noise.
+_INTERCEPT_PRECISION = 1e-6
+_NOISE_PRIOR_SHAPE = 1e-3
+_NOISE_PRIOR_SCALE = 1e-3
+
+
+class BayesianOptimization(SearchAlgorithm):
+    """BOCS-style Bayesian optimisation with Thompson sampling over a candidate pool."""
+
+    name = "BO"
+    params_type = BOParams
+
+    def _prepare(self) -> None:
+        p, k, n = self.params, self.problem.k, self.problem.n_strategies
+        size = min(n, max(p.pool_size, 2 * k))
+        scores = np.asarray(self.problem.strategy_scores(), dtype=np.float64)
+        self._pool = np.argsort(-scores, kind="stable")[:size]
+        self._pool_position = np.full(n, -1, dtype=np.intp)
+        self._pool_position[self._pool] = np.arange(size)
+        self._pairwise = min(p.pairwise_pool_size, size)
+        self._pair_i, self._pair_j = np.triu_indices(self._pairwise, 1)
+        self._n_features = 1 + size + self._pair_i.size
+        self._prior_precision = np.full(self._n_features, 1.0 / p.prior_variance)
+        self._prior_precision[0] = _INTERCEPT_PRECISION
+
+    # -- model -------------------------------------------------------------------------
+
+    def _features(self, Z: FloatArray) -> FloatArray:
+        """Return ``(n, n_features)`` = [1, z, z_i z_j (pairwise block)] for inclusions ``Z``."""
+        block = Z[:, : self._pairwise]
+        return np.concatenate(
+            [np.ones((Z.shape[0], 1)), Z, block[:, self._pair_i] * block[:, self._pair_j]], axis=1
+        )
+
+    def _inclusion(self, X: IntArray) -> FloatArray:
+        Z = np.zeros((X.shape[0], self._pool.size))
+        np.put_along_axis(Z, self._pool_position[X], 1.0, axis=1)
+        return Z
+
+    def _observe(self, X: IntArray, F: FloatArray) -> None:
+        phi = self._features(self._inclusion(X))
+        self._gram += phi.T @ phi
+        self._moment += phi.T @ F
+        self._sum_squares += float(F @ F)
+        self._count += F.size
+
+    def _posterior_draws(self, count: int) -> FloatArray:
+        """Return ``(count, n_features)`` coefficient vectors drawn from the posterior.
+
+        With precision ``P = L L'`` and ``e ~ N(0, I)``, ``P^-1 (Phi'y + s L e)`` is a draw
+        from ``N(P^-1 Phi'y, s^2 P^-1)``: one Cholesky and one solve for the whole batch.
+        """
+        precision = self._gram + np.diag(self._prior_precision)
+        chol = np.linalg.cholesky(precision)
+        shape = _NOISE_PRIOR_SHAPE + 0.5 * self._count
+        eps = self.rng.standard_normal((self._n_features, count))
+        gammas = self.rng.gamma(shape, 1.0, count)
+        solved = np.linalg.solve(precision, np.column_stack([self._moment, chol @ eps]))
+        mean, spread = solved[:, 0], solved[:, 1:]
+        scale = _NOISE_PRIOR_SCALE + 0.5 * max(0.0, self._sum_squares - float(mean @ self._moment))
+        noise_sd = np.sqrt(scale / gammas)
+        return np.asarray(mean[np.newaxis, :] + noise_sd[:, np.newaxis] * spread.T)
+
+    # -- acquisition -----------------------------------------------------------------------
+
+    def _maximise_draws(self, draws: FloatArray) -> IntArray:
+        """Return ``(count, k)`` pool positions maximising each drawn surrogate."""
+        count, size, m, k = draws.shape[0], self._pool.size, self._pairwise, self.problem.k
+        linear = draws[:, 1 : 1 + size]
+        pair = np.zeros((count, m, m))
+        pair[:, self._pair_i, self._pair_j] = draws[:, 1 + size :]
+        pair += pair.transpose(0, 2, 1)
+        chosen = np.argsort(-linear, axis=1, kind="stable")[:, :k]
+        if m < 2:  # a first-order surrogate: its top-k is the exact maximiser
+            return np.asarray(chosen, dtype=np.intp)
+        rows = np.arange(count)
+        for _ in range(self.params.surrogate_search_steps):
+            delta = _swap_gains(linear, pair, chosen)
+            flat = delta.reshape(count, -1).argmax(axis=1)
+            improving = delta.reshape(count, -1)[rows, flat] > 1e-12
+            if not improving.any():
+                break
+            out_at, enter = np.divmod(flat, size)
+            chosen[rows[improving], out_at[improving]] = enter[improving]
+        return np.asarray(chosen, dtype=np.intp)
+
+    # -- search hooks ----------------------------------------------------------------------
+
+    def _initialize(self) -> None:
+        self._gram = np.zeros((self._n_features, self._n_features))
+        self._moment = np.zeros(self._n_features)
+        self._sum_squares = 0.0
+        self._count = 0
+        positions = sample_subsets(
+            self.rng, self._pool.size, self.problem.k, self.params.n_initial
+        )
+        X = self._pool[positions]
+        F = self.evaluate(X)
+        self._observe(X[: F.size], F)
+
+    def _ask(self) -> IntArray:
+        count = min(self.params.batch_size, self.evaluations_left)
+        positions = self._maximise_draws(self._posterior_draws(count))
+        return np.asarray(self._pool[positions], dtype=np.intp)
+
+    def _tell(self, X: IntArray, F: FloatArray) -> None:
+        self._observe(X, F)
+
+    def _get_state(self) -> dict[str, Any]:
+        return {
+            "gram": self._gram,
+            "moment": self._moment,
+            "sum_squares": self._sum_squares,
+            "count": self._count,
+        }
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self._gram = np.asarray(state["gram"], dtype=np.float64)
+        self._moment = np.asarray(state["moment"], dtype=np.float64)
+        self._sum_squares = float(state["sum_squares"])
+        self._count = int(state["count"])
+
+
+def _swap_gains(linear: FloatArray, pair: FloatArray, chosen: IntArray) -> FloatArray:
+    """Return ``(count, k, pool)``: the surrogate's change when member ``a`` of ``chosen``
+    leaves and pool entry ``j`` enters (``-inf`` for entries already chosen).
+
+    With ``g_j = w_j + sum_l W_jl z_l`` the marginal value of ``j`` given the current members,
+    the swap ``a -> j`` changes the surrogate by ``g_j - g_a - W_aj``.
+    """
+    count, size = linear.shape
+    m = pair.shape[1]
+    Z = np.zeros((count, size))
+    np.put_along_axis(Z, chosen, 1.0, axis=1)
+    gain = linear.copy()
+    gain[:, :m] += np.einsum("cij,cj->ci", pair, Z[:, :m])
+    leave_gain = np.take_along_axis(gain, chosen, axis=1)
+    enter_gain = np.where(Z > 0, -np.inf, gain)
+    delta = enter_gain[:, np.newaxis, :] - leave_gain[:, :, np.newaxis]
+    leaving_pairs = np.take_along_axis(pair, np.minimum(chosen, m - 1)[:, :, np.newaxis], axis=1)
+    delta[:, :, :m] -= np.where((chosen < m)[:, :, np.newaxis], leaving_pairs, 0.0)
+    return delta
