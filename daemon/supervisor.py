@@ -209,7 +209,7 @@ class Supervisor:
                 break
             if kind == "rescan":
                 self._scan_due = True
-            elif kind == "retries":
+            elif kind == "due_retries":
                 released = self.registry.release_due_retries(time.time())
                 if released:
                     logger.info("%d job(s) due for retry moved back to the queue", released)
@@ -311,8 +311,7 @@ class Supervisor:
         now = time.time()
         if self.breaker.is_open(now):
             return
-        wait_reason = self.resources.should_wait(now)
-        if wait_reason:
+        if self.resources.should_wait(now):
             return
         for entry in ready.jobs:
             if len(self.running) >= jobs.max_concurrent_jobs:
@@ -379,7 +378,7 @@ class Supervisor:
                 "open_until": iso_utc(self.breaker.open_until) if self.breaker.is_open(now)
                 else None,
             },
-            "resource_wait": self.resources.current_reason,
+            "resource_wait": self.resources.waiting_reason,
         }
         self.status.summary(summary, force=force)
         text = (f"{len(self.running)} running, {counts.get('queue', 0)} queued, "

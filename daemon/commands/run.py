@@ -37,8 +37,10 @@ def main(args: argparse.Namespace) -> int:
     supervisor = Supervisor(settings, config_dir=supervisor_config_dir, notifier=notifier)
     watcher = ShareWatcher(supervisor.layout, setting=settings.jobs.observer,
                            on_hint=lambda: supervisor.request("rescan"))
-    scheduler = MaintenanceScheduler(settings, supervisor.layout, request=supervisor.request,
-                                     notify=notifier.notify)
+    scheduler = MaintenanceScheduler.from_settings(
+        settings, request=supervisor.request,
+        send_summary=lambda title, message: notifier.notify(title, message, "INFO"),
+    )
     supervisor.install_signal_handlers()
     logger.info("daemon starting on share %s (pid %s)", supervisor.layout.root, supervisor.host)
     try:

@@ -108,7 +108,7 @@ class SlackConfig:
 class NotificationsConfig:
     enabled: bool = True
     rate_limit_per_hour: int = 10
-    min_severity: Severity = "WARNING"
+    min_severity: Severity = "INFO"
     send_attempts: int = 3
     outbox_directory: str = ""
     email: EmailConfig = EmailConfig()

@@ -61,7 +61,9 @@ class Problem(Protocol):
 
     def fitness_from_aggregate(self, agg: FloatArray) -> FloatArray: ...
 
-    def swap_aggregates(self, agg_row: FloatArray, out_idx: int, in_idx: IntArray) -> FloatArray: ...
+    def swap_aggregates(
+        self, agg_row: FloatArray, out_idx: int, in_idx: IntArray
+    ) -> FloatArray: ...
 
     def strategy_scores(self) -> FloatArray: ...
 
@@ -140,7 +142,9 @@ def algorithm_rng(seed: int, name: str) -> np.random.Generator:
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     digest = hashlib.sha256(name.encode("utf-8")).digest()
-    return np.random.default_rng(np.random.SeedSequence([seed, int.from_bytes(digest[:8], "little")]))
+    return np.random.default_rng(
+        np.random.SeedSequence([seed, int.from_bytes(digest[:8], "little")])
+    )
 
 
 def algorithm_rngs(seed: int, names: Iterable[str]) -> dict[str, np.random.Generator]:
@@ -260,7 +264,10 @@ class SearchAlgorithm(ABC):
                 self._iteration += 1
                 if progress is not None:
                     progress(self.progress_report())
-                if on_checkpoint is not None and clock() - last_checkpoint >= checkpoint_interval_seconds:
+                if (
+                    on_checkpoint is not None
+                    and clock() - last_checkpoint >= checkpoint_interval_seconds
+                ):
                     on_checkpoint(self.get_state())
                     last_checkpoint = clock()
         except HeavyOptimizerError as exc:
@@ -421,7 +428,9 @@ class SearchAlgorithm(ABC):
         self._best_fitness = None if best_f is None else float(best_f)
         self._convergence = [
             (int(e), float(f))
-            for e, f in zip(state["convergence_evaluations"], state["convergence_fitness"], strict=True)
+            for e, f in zip(
+                state["convergence_evaluations"], state["convergence_fitness"], strict=True
+            )
         ]
         self.rng.bit_generator.state = copy_state(state["rng"])
         if self._initialized:
@@ -492,7 +501,7 @@ class SearchAlgorithm(ABC):
 
     # -- hooks for subclasses --------------------------------------------------------------
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Derive constants from the problem (not state: recomputed after a resume)."""
 
     @abstractmethod
@@ -545,5 +554,7 @@ class SearchAlgorithm(ABC):
 
     def _require(self, value: T | None) -> T:
         if value is None:
-            raise AlgorithmError(f"{self.name}: call setup() first", context={"algorithm": self.name})
+            raise AlgorithmError(
+                f"{self.name}: call setup() first", context={"algorithm": self.name}
+            )
         return value

@@ -122,9 +122,7 @@ class BayesianOptimization(SearchAlgorithm):
         self._moment = np.zeros(self._n_features)
         self._sum_squares = 0.0
         self._count = 0
-        positions = sample_subsets(
-            self.rng, self._pool.size, self.problem.k, self.params.n_initial
-        )
+        positions = sample_subsets(self.rng, self._pool.size, self.problem.k, self.params.n_initial)
         X = self._pool[positions]
         F = self.evaluate(X)
         self._observe(X[: F.size], F)

@@ -81,7 +81,7 @@ class DifferentialEvolution(SearchAlgorithm):
 
     def _tell(self, X: IntArray, F: FloatArray) -> None:
         n = F.size
-        better = F >= self._fit[:n]
+        better = self._fit[:n] <= F
         self._pop[:n][better] = X[better]
         self._fit[:n][better] = F[better]
 

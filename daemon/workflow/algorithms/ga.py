@@ -19,9 +19,7 @@ from .operators import sample_subsets, set_crossover, swap_mutate
 from .params import GAParams
 
 
-def tournament(
-    rng: np.random.Generator, fitness: FloatArray, size: int, count: int
-) -> IntArray:
+def tournament(rng: np.random.Generator, fitness: FloatArray, size: int, count: int) -> IntArray:
     """Return ``count`` winners' indices of tournaments among ``size`` random individuals."""
     entrants = rng.integers(0, fitness.size, (count, min(size, fitness.size)))
     winners = np.argmax(fitness[entrants], axis=1)

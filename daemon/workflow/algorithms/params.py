@@ -221,7 +221,9 @@ class RSParams:
             raise ValueError("batch_size must be at least 1")
 
 
-AlgorithmParams = GAParams | PSOParams | SAParams | DEParams | ACOParams | HCParams | BOParams | RSParams
+AlgorithmParams = (
+    GAParams | PSOParams | SAParams | DEParams | ACOParams | HCParams | BOParams | RSParams
+)
 
 
 @dataclass(frozen=True)

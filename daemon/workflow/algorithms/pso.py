@@ -64,7 +64,9 @@ class ParticleSwarm(SearchAlgorithm):
         n, k = x.shape
         gbest = np.broadcast_to(self._pbest[int(np.argmax(self._pbest_f))], (n, k))
         inertia = p.inertia_start + (p.inertia_end - p.inertia_start) * self.search_progress
-        pull_own = np.where(contains(self._pbest, x), 0.0, p.cognitive_weight * self.rng.random((n, k)))
+        pull_own = np.where(
+            contains(self._pbest, x), 0.0, p.cognitive_weight * self.rng.random((n, k))
+        )
         pull_swarm = np.where(contains(gbest, x), 0.0, p.social_weight * self.rng.random((n, k)))
         crazy = self.rng.random((n, k)) < p.craziness / k
         random_idx = self.rng.integers(0, self.problem.n_strategies, (n, k))
@@ -86,7 +88,7 @@ class ParticleSwarm(SearchAlgorithm):
 
     def _tell(self, X: IntArray, F: FloatArray) -> None:
         n = F.size
-        better = F > self._pbest_f[:n]
+        better = self._pbest_f[:n] < F
         self._pbest[:n][better] = X[better]
         self._pbest_f[:n][better] = F[better]
 

@@ -47,7 +47,9 @@ class SimulatedAnnealing(SearchAlgorithm):
         self._accepted = self.params.initial_acceptance
         self._tried = 1.0
 
-    def _try_moves(self, count: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    def _try_moves(
+        self, count: int
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
         current = self._current
         candidates = sample_outside(self.rng, current.inside, count)
         positions = self.rng.integers(0, self.problem.k, candidates.size)

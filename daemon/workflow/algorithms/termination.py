@@ -19,7 +19,7 @@ from collections.abc import Callable
 class Termination(ABC):
     """A stopping rule with a progress measure."""
 
-    def start(self, *, elapsed_seconds: float = 0.0) -> None:
+    def start(self, *, elapsed_seconds: float = 0.0) -> None:  # noqa: B027 - optional hook
         """Begin (or resume) timing; ``elapsed_seconds`` were spent before a checkpoint."""
 
     @abstractmethod
@@ -106,7 +106,9 @@ class TerminateIfAny(Termination):
             part.start(elapsed_seconds=elapsed_seconds)
 
     def progress(self, *, evaluations: int, best_fitness: float | None) -> float:
-        return max(p.progress(evaluations=evaluations, best_fitness=best_fitness) for p in self.parts)
+        return max(
+            p.progress(evaluations=evaluations, best_fitness=best_fitness) for p in self.parts
+        )
 
     def evaluations_left(self, *, evaluations: int) -> int | None:
         limits = [

@@ -15,6 +15,7 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from daemon.config import load_settings
 from daemon.scheduler import (
     DAILY_SUMMARY,
     DUE_RETRIES,
@@ -280,8 +281,6 @@ def test_shutdown_joins_every_scheduler_thread(
 
 
 def test_from_settings_wires_the_config(tmp_path: Path) -> None:
-    from daemon.config import load_settings  # imports the workflow package; kept local
-
     # Given config files with a daily summary at 06:15 and a 3 s scan interval
     config = tmp_path / "config"
     config.mkdir()

@@ -1,0 +1,190 @@
+"""The JSON records the registries hold: a job's durable record, its lease, a queue entry.
+
+A record is the whole truth about one job between attempts (attempt count, resume flag,
+parameter adjustments, history), so a daemon that restarts rebuilds everything from the
+share's folders. Unknown keys are kept on rewrite: a newer daemon's fields survive an older
+one touching the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from daemon.jobs import JobSpec, JobStatus, validate_job_spec
+
+#: Format version written into every record; bump when a field changes meaning.
+RECORD_VERSION = 1
+
+
+def iso_utc(ts: float) -> str:
+    """Epoch seconds as ISO-8601 UTC (what clients and logs show)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Lease:
+    """Who runs a job right now; heartbeats push ``expires_at`` forward."""
+
+    host: str
+    daemon_pid: int
+    daemon_started_at: float
+    heartbeat_at: float
+    expires_at: float
+    #: The job's child process, once started.
+    pid: int | None = None
+
+    def owned_by(self, host: str, daemon_pid: int, daemon_started_at: float) -> bool:
+        """Whether this lease names that daemon (pid plus start time: pids get reused)."""
+        return (self.host, self.daemon_pid) == (host, daemon_pid) and abs(
+            self.daemon_started_at - daemon_started_at) < 0.5
+
+
+@dataclass
+class JobRecord:
+    """One job's durable state (daemon_contract.md, "Job record")."""
+
+    job_id: str
+    #: The client's job file as written (unknown fields kept), echoed in result records.
+    spec: dict[str, Any]
+    input_file: str
+    portfolio_sizes: list[int]
+    submitted_at: str
+    submitted_ts: float
+    source: str = "queue"
+    priority: int = 0
+    #: Incremented durably at claim time, so a job that kills its process cannot loop forever.
+    attempts: int = 0
+    state: JobStatus = JobStatus.QUEUED
+    resume: bool = False
+    adjustments: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    lease: Lease | None = None
+    next_attempt_at: float | None = None
+    error: dict[str, Any] | None = None
+    #: Keys this version does not know; written back unchanged.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def is_record(data: dict[str, Any]) -> bool:
+        """Whether a JSON object is a daemon record (not a client's job file)."""
+        return isinstance(data.get("record_version"), int) and isinstance(data.get("spec"), dict)
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, *, source: str, submitted_ts: float) -> JobRecord:
+        """A fresh record for a validated job that has never run."""
+        return cls(job_id=spec.job_id, spec=dict(spec.raw), input_file=spec.input_file,
+                   portfolio_sizes=list(spec.portfolio_sizes), submitted_at=iso_utc(submitted_ts),
+                   submitted_ts=submitted_ts, source=source, priority=spec.priority)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
+        """Read a record written by :meth:`to_dict`.
+
+        Raises:
+            ValueError: A required field is missing or has the wrong type.
+        """
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        values = {k: v for k, v in data.items() if k in known}
+        extra = {k: v for k, v in data.items() if k not in known and k != "record_version"}
+        try:
+            lease = values.get("lease")
+            values["lease"] = Lease(**lease) if isinstance(lease, dict) else None
+            values["state"] = JobStatus(values.get("state", JobStatus.QUEUED.value))
+            record = cls(**values, extra=extra)
+        except TypeError as exc:
+            raise ValueError(f"not a job record: {exc}") from exc
+        if not isinstance(record.job_id, str) or not isinstance(record.spec, dict):
+            raise ValueError("not a job record: job_id or spec has the wrong type")
+        return record
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form; lease/next_attempt_at/error appear only where they apply."""
+        data: dict[str, Any] = {"record_version": RECORD_VERSION, **self.extra}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or (value is None and f.name in (
+                    "lease", "next_attempt_at", "error")):
+                continue
+            if isinstance(value, Lease):
+                value = dataclasses.asdict(value)
+            elif isinstance(value, JobStatus):
+                value = value.value
+            data[f.name] = value
+        return data
+
+    def job_spec(self) -> JobSpec:
+        """The validated spec, for the worker (re-checked: the record may be old)."""
+        return validate_job_spec(self.spec, source=f"{self.job_id}.json",
+                                 default_job_id=self.job_id)
+
+    def start_attempt(self, now: float, lease: Lease) -> None:
+        """Count the attempt and open its history entry (the caller persists the record)."""
+        self.attempts += 1
+        self.state = JobStatus.RUNNING
+        self.lease = lease
+        self.next_attempt_at = None
+        self.error = None
+        self.history.append({"attempt": self.attempts, "started_at": iso_utc(now),
+                             "started_ts": now})
+
+    def close_attempt(self, now: float, outcome: str,
+                      error: dict[str, Any] | None = None) -> None:
+        """Close the open history entry with its outcome; drop the lease."""
+        if not self.history or "finished_at" in self.history[-1]:
+            self.history.append({"attempt": self.attempts})
+        entry = self.history[-1]
+        entry.update(finished_at=iso_utc(now), outcome=outcome)
+        if error:
+            entry["error"] = error
+        self.lease = None
+
+    def final_record(self, now: float, status: JobStatus, fields: dict[str, Any]) -> dict[str, Any]:
+        """What clients poll in completed/ or failed/: the original spec plus the outcome."""
+        last = self.history[-1] if self.history else {}
+        started_ts = float(last.get("started_ts", now))
+        final: dict[str, Any] = {
+            **self.spec,
+            "job_id": self.job_id,
+            "status": status.value,
+            "attempts": self.attempts,
+            "started_at": last.get("started_at", iso_utc(now)),
+            "finished_at": iso_utc(now),
+            "execution_time": round(now - started_ts, 3),
+            "output_dir": f"output/{self.job_id}",
+            "portfolio_sizes": self.portfolio_sizes,
+            "history": self.history,
+        }
+        if self.adjustments:
+            final["adjustments"] = self.adjustments
+        final.update(fields)
+        final.update(job_id=self.job_id, status=status.value, attempts=self.attempts)
+        return final
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """A validated entry of queue/, ready to be claimed."""
+
+    path: Path
+    spec: JobSpec
+    #: Arrival time (epoch): the file's ctime for a drop, the original one for a requeued job.
+    submitted_ts: float
+    source: str = "queue"
+    #: The daemon's record when the job was put back (retry, shutdown); None for a new drop.
+    record: JobRecord | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.spec.job_id
+
+    @property
+    def priority(self) -> int:
+        return self.record.priority if self.record else self.spec.priority
+
+    def sort_key(self) -> tuple[int, float, str]:
+        """Higher priority first, then older first, then by file name (stable)."""
+        return (-self.priority, self.submitted_ts, self.path.name)
