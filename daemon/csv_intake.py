@@ -26,6 +26,7 @@ LEDGER_NAME = "csv_intake.json"
 #: The header of the production file is ~0.7 MB (25,544 names); anything past this is not a CSV.
 HEADER_LIMIT_BYTES = 16 * 1024 * 1024
 _CHUNK_BYTES = 256 * 1024
+_TAIL_BYTES = 4096
 #: Name of the date column, as ``daemon.workflow.data`` matches it (not imported: that module
 #: loads pandas, which the supervisor process does not need).
 DATE_COLUMN = "date"
@@ -38,6 +39,20 @@ class HeaderState(str, Enum):
     #: NUL bytes: a copy that preallocated the file at full size and has not written it yet.
     INCOMPLETE = "incomplete"
     INVALID = "invalid"
+
+
+def has_unwritten_tail(path: Path) -> bool:
+    """Whether the file ends in NUL bytes: preallocated at full size and not filled yet.
+
+    Size and mtime cannot tell (the size is final from the start, and a network file system
+    may report a coarse mtime), but a CSV never contains NUL and copies write front to back.
+    """
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - _TAIL_BYTES))
+            return b"\0" in handle.read(_TAIL_BYTES)
+    except OSError:
+        return False
 
 
 def check_csv_header(path: Path) -> tuple[HeaderState, str]:
@@ -57,7 +72,7 @@ def check_csv_header(path: Path) -> tuple[HeaderState, str]:
     except OSError as exc:
         return HeaderState.INVALID, f"input/{path.name} cannot be read: {exc.strerror or exc}"
     line, newline, _ = head.partition(b"\n")
-    if b"\0" in line:
+    if b"\0" in line or has_unwritten_tail(path):
         return HeaderState.INCOMPLETE, "the file is still being written"
     if not newline and len(head) >= HEADER_LIMIT_BYTES:
         return HeaderState.INVALID, (f"input/{path.name}: no line break in the first "

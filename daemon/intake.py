@@ -11,6 +11,7 @@ per upload (see :mod:`daemon.csv_intake`); CSVs named by a job file are left to 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -27,12 +28,13 @@ from daemon.csv_intake import (
     HeaderState,
     LedgerEntry,
     check_csv_header,
+    has_unwritten_tail,
 )
 from daemon.error_handling.atomic_io import atomic_write_json
 from daemon.error_handling.errors import JobSpecError
 from daemon.jobs import parse_job_json, portfolio_size_from_csv_name, sanitize_job_id
-from daemon.records import JobRecord, QueuedJob, iso_utc
-from daemon.registry import JobRegistry, read_job_file
+from daemon.records import QueuedJob, iso_utc, read_job_file
+from daemon.registry import JobRegistry
 from daemon.share import SettleTracker, ShareLayout, confine_input, list_candidates
 
 logger = logging.getLogger(__name__)
@@ -47,15 +49,15 @@ class ScanReport:
     """What one scan found and did."""
 
     #: Ready, valid entries by (-priority, submitted_ts, name): what the supervisor claims.
-    ready: list[QueuedJob] = field(default_factory=list)
+    jobs: list[QueuedJob] = field(default_factory=list)
     #: failed/ records written by this scan.
     rejected: list[Path] = field(default_factory=list)
     #: Job ids of job files written for CSV drops.
     created: list[str] = field(default_factory=list)
     #: Files still settling, or job files waiting for their input CSV.
     pending: int = 0
-    #: Seconds the oldest ready entry has waited since it arrived (None: queue empty).
-    oldest_wait_seconds: float | None = None
+    #: Seconds the oldest ready entry has waited since it arrived (0 when none is ready).
+    oldest_wait_seconds: float = 0.0
 
 
 class IntakeScanner:
@@ -87,6 +89,8 @@ class IntakeScanner:
         self._settle = SettleTracker(settle_seconds=settle_seconds, stat_file=stat, clock=clock)
         #: Job file → monotonic time it started waiting for its input CSV.
         self._waiting: dict[Path, float] = {}
+        #: This scan's job files still being written (they may name a CSV being dropped).
+        self._unfinished_job_texts: list[bytes] = []
         self._ledger = CsvIntakeLedger(layout.state / LEDGER_NAME)
         if auto_jobs_from_csv and self._ledger.fresh:
             self._adopt_existing_csvs()
@@ -95,6 +99,7 @@ class IntakeScanner:
         """One full pass; see the module docstring for the rules."""
         report = ScanReport()
         seen: set[Path] = set()
+        self._unfinished_job_texts = []
         referenced: dict[str, str] = {}
         entries = []
         for path in list_candidates(self.layout.queue, ".json"):
@@ -102,15 +107,15 @@ class IntakeScanner:
             entry = self._check_job_file(path, report, referenced, seen)
             if entry is not None:
                 entries.append(entry)
-        report.ready = self._without_duplicates(entries, report)
+        report.jobs = self._without_duplicates(entries, report)
         if self.auto_jobs_from_csv:
             for record in self.registry.running() + self.registry.retrying():
                 referenced.setdefault(record.input_file, record.job_id)
             self._scan_csv_drops(report, referenced, seen)
         self._settle.prune(seen)
         self._waiting = {p: t for p, t in self._waiting.items() if p in seen}
-        if report.ready:
-            oldest = min(entry.submitted_ts for entry in report.ready)
+        if report.jobs:
+            oldest = min(entry.submitted_ts for entry in report.jobs)
             report.oldest_wait_seconds = max(0.0, self.registry.clock() - oldest)
         return report
 
@@ -121,38 +126,48 @@ class IntakeScanner:
         default_id = sanitize_job_id(path.stem)
         try:
             info = self._stat(path)
-            if stat.S_ISLNK(info.st_mode):
-                raise JobSpecError(f"{path.name} is a symbolic link; a job file must be a "
-                                   "regular file (links are not followed)")
-            settled = self._settle.is_settled(path)
-            data = parse_job_json(read_job_file(path), source=path.name)
         except FileNotFoundError:
             return None
-        except JobSpecError as exc:
-            if stat.S_ISLNK(info.st_mode) or settled:
-                self._reject(path, exc, default_id, None, report)
+        if stat.S_ISLNK(info.st_mode):
+            error = JobSpecError(f"{path.name} is a symbolic link; a job file must be a regular "
+                                 "file (links are not followed)")
+            self._reject(path, error, default_id, None, report)
+            return None
+        settled = self._settle.is_settled(path)
+        data: dict[str, Any] | None = None
+        raw = b""
+        try:
+            raw = read_job_file(path)
+            data = parse_job_json(raw, source=path.name)
+            entry = self.registry.load_queue_entry(path, data, submitted_ts=info.st_ctime)
+        except FileNotFoundError:
+            return None
+        except JobSpecError as exc:  # a job file still being written is not failed yet
+            if settled:
+                self._reject(path, exc, str(exc.context.get("job_id") or default_id), data,
+                             report)
             else:
                 report.pending += 1
+                self._unfinished_job_texts.append(raw)
             return None
-        if JobRecord.is_record(data):  # put back by a daemon: written atomically, already run
-            try:
-                return self.registry.load_queue_entry(path, data, submitted_ts=info.st_ctime)
-            except JobSpecError as exc:
-                self._reject(path, exc, default_id, data, report)
-                return None
+        referenced.setdefault(entry.spec.input_file, entry.job_id)
+        if entry.record is not None:  # put back by a daemon: written atomically, already run
+            return entry
+        if not settled:
+            report.pending += 1
+            input_path = self.layout.input / entry.spec.input_file
+            seen.add(input_path)
+            self._settle.is_settled(input_path)  # start watching the CSV too: no extra wait
+            return None
         try:
-            entry = self.registry.load_queue_entry(path, data, submitted_ts=info.st_ctime)
-            referenced.setdefault(entry.spec.input_file, entry.job_id)
-            if not settled:
-                report.pending += 1
+            if self._is_leftover(entry):
                 return None
-            if self._is_leftover(entry) or not self._check_job_id(entry):
-                return None
+            self._check_job_id(entry)
             if not self._input_ready(entry, seen):
                 report.pending += 1
                 return None
         except JobSpecError as exc:
-            self._reject(path, exc, str(exc.context.get("job_id") or default_id), data, report)
+            self._reject(path, exc, entry.job_id, data, report)
             return None
         return entry
 
@@ -168,28 +183,29 @@ class IntakeScanner:
             if record is not None and record.spec == entry.spec.raw:
                 logger.info("Removing %s: job %s is already %s", entry.path.name,
                             entry.job_id, "running" if name == "processing" else "retrying")
-                os.unlink(entry.path)
-                self._settle.forget(entry.path)
+                self._discard(entry.path)
                 return True
         return False
 
-    def _check_job_id(self, entry: QueuedJob) -> bool:
-        """Raise if the job id is already used by another job (the CLI's retry is the way)."""
-        found = self.registry.find(entry.job_id)
-        if found is None or found[1] == entry.path:
-            return True
-        where, path = found
-        job = repr(entry.job_id)
-        if where in ("completed", "failed"):
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.lstat(path).st_mtime))
-            message = (f"job id {job} already {where} on {when}; use a new job_id, or "
-                       f"`heavy-optimizer retry {entry.job_id}` to run it again")
-        else:
-            state = {"processing": "is already running", "retry": "is waiting for a retry",
-                     "queue": f"is already queued as {path.name}"}[where]
-            message = f"job id {job} {state}; use a new job_id"
-        raise JobSpecError(f"{entry.path.name}: {message}", error_code="DUPLICATE_JOB_ID",
-                           context={"job_id": entry.job_id})
+    def _check_job_id(self, entry: QueuedJob) -> None:
+        """Raise if another job already has this id (the CLI's retry verb is the way).
+
+        Two drops with one id in queue/ are settled by ``_without_duplicates`` instead.
+        """
+        for where in ("processing", "retry", "completed", "failed"):
+            path = getattr(self.layout, where) / f"{entry.job_id}.json"
+            if not os.path.lexists(path):
+                continue
+            job = repr(entry.job_id)
+            if where in ("completed", "failed"):
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.lstat(path).st_mtime))
+                message = (f"job id {job} already {where} on {when}; use a new job_id, or "
+                           f"`heavy-optimizer retry {entry.job_id}` to run it again")
+            else:
+                state = "is already running" if where == "processing" else "is waiting for a retry"
+                message = f"job id {job} {state}; use a new job_id"
+            raise JobSpecError(f"{entry.path.name}: {message}", error_code="DUPLICATE_JOB_ID",
+                               context={"job_id": entry.job_id})
 
     def _input_ready(self, entry: QueuedJob, seen: set[Path]) -> bool:
         """Whether the job's input CSV is there and settled; raise once waiting is pointless.
@@ -207,13 +223,13 @@ class IntakeScanner:
             size = None
         if size is not None:
             confine_input(self.layout, name)
-            if self._settle.is_settled(path):
+            if self._settle.is_settled(path) and not has_unwritten_tail(path):
                 self._waiting.pop(entry.path, None)
                 return True
         now = self._clock()
-        since = self._waiting.setdefault(entry.path, now)
-        if since == now:
+        if entry.path not in self._waiting:
             logger.info("Job %s is waiting for its input file input/%s", entry.job_id, name)
+        since = self._waiting.setdefault(entry.path, now)
         if now - since < self.input_wait_seconds or (size or 0) > 0:
             return False
         if size is None:
@@ -231,13 +247,18 @@ class IntakeScanner:
                 continue
             if first.spec.raw == entry.spec.raw:
                 logger.info("Removing %s: same job as %s", entry.path.name, first.path.name)
-                os.unlink(entry.path)
+                self._discard(entry.path)
                 continue
             error = JobSpecError(f"{entry.path.name}: job id {entry.job_id!r} is already queued "
                                  f"as {first.path.name}; use a new job_id",
                                  error_code="DUPLICATE_JOB_ID")
             self._reject(entry.path, error, entry.job_id, entry.spec.raw, report)
         return sorted(kept.values(), key=QueuedJob.sort_key)
+
+    def _discard(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self._settle.forget(path)
 
     def _reject(self, path: Path, error: JobSpecError, job_id: str,
                 spec: dict[str, Any] | None, report: ScanReport) -> None:
@@ -259,12 +280,13 @@ class IntakeScanner:
             known = self._ledger.get(path.name)
             if known is not None and known.matches(info):
                 if known.state == "pending" and known.job_id:  # a crash cut the conversion short
-                    self._queue_csv_job(path, known.job_id, info)
+                    seen.add(self._queue_csv_job(path, known.job_id, info))
                 continue
             if path.name in referenced:
                 self._remember(path, info, referenced[path.name], "referenced")
                 continue
-            if not self._settle.is_settled(path):
+            if not self._settle.is_settled(path) or any(
+                    path.name.encode() in text for text in self._unfinished_job_texts):
                 report.pending += 1
                 continue
             state, reason = (
@@ -281,7 +303,7 @@ class IntakeScanner:
                 self._remember(path, info, job_id, "rejected")
                 continue
             self._remember(path, info, job_id, "pending")
-            self._queue_csv_job(path, job_id, info)
+            seen.add(self._queue_csv_job(path, job_id, info))
             report.created.append(job_id)
 
     def _csv_spec(self, path: Path, job_id: str) -> dict[str, Any]:
@@ -290,11 +312,14 @@ class IntakeScanner:
                 "portfolio_size": self.default_portfolio_size if size is None else size,
                 "job_type": "csv_drop", "source": "csv"}
 
-    def _queue_csv_job(self, path: Path, job_id: str, info: os.stat_result) -> None:
+    def _queue_csv_job(self, path: Path, job_id: str, info: os.stat_result) -> Path:
+        job_file = self.layout.queue / f"{job_id}.json"
         if self.registry.find(job_id) is None:
-            atomic_write_json(self.layout.queue / f"{job_id}.json", self._csv_spec(path, job_id))
+            atomic_write_json(job_file, self._csv_spec(path, job_id))
+            self._settle.is_settled(job_file)  # its settle time starts now, not next scan
             logger.info("CSV drop input/%s became job %s", path.name, job_id)
         self._remember(path, info, job_id, "queued")
+        return job_file
 
     def _csv_job_id(self, path: Path, info: os.stat_result, *, reupload: bool) -> str:
         """The file stem; for a new upload over a used name (or a taken id), stem_<mtime>."""

@@ -9,15 +9,35 @@ one touching the file.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from daemon.error_handling.errors import JobSpecError
 from daemon.jobs import JobSpec, JobStatus, validate_job_spec
 
 #: Format version written into every record; bump when a field changes meaning.
 RECORD_VERSION = 1
+#: Job files are small; anything bigger is a mistake (a CSV named .json, say).
+MAX_JOB_FILE_BYTES = 1_000_000
+
+
+def read_job_file(path: Path) -> bytes:
+    """Read a job file without following a symlink, refusing oversized files.
+
+    Raises:
+        FileNotFoundError: The file is gone.
+        JobSpecError: It is bigger than ``MAX_JOB_FILE_BYTES``.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_JOB_FILE_BYTES:
+            raise JobSpecError(f"{path.name}: the job file is {size:,} bytes; a job file is a "
+                               f"small JSON object (at most {MAX_JOB_FILE_BYTES:,} bytes)")
+        return handle.read()
 
 
 def iso_utc(ts: float) -> str:
@@ -25,22 +45,24 @@ def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
-@dataclass
-class Lease:
-    """Who runs a job right now; heartbeats push ``expires_at`` forward."""
+def make_lease(*, host: str, daemon_pid: int, daemon_started_at: float, now: float,
+               lease_seconds: float, pid: int | None = None) -> dict[str, Any]:
+    """Who runs a job right now; heartbeats push ``expires_at`` forward.
 
-    host: str
-    daemon_pid: int
-    daemon_started_at: float
-    heartbeat_at: float
-    expires_at: float
-    #: The job's child process, once started.
-    pid: int | None = None
+    ``pid`` is the job's child process, once started.
+    """
+    return {"host": host, "daemon_pid": daemon_pid, "daemon_started_at": daemon_started_at,
+            "pid": pid, "heartbeat_at": now, "expires_at": now + lease_seconds}
 
-    def owned_by(self, host: str, daemon_pid: int, daemon_started_at: float) -> bool:
-        """Whether this lease names that daemon (pid plus start time: pids get reused)."""
-        return (self.host, self.daemon_pid) == (host, daemon_pid) and abs(
-            self.daemon_started_at - daemon_started_at) < 0.5
+
+def lease_owned_by(lease: dict[str, Any] | None, host: str, daemon_pid: int,
+                   daemon_started_at: float) -> bool:
+    """Whether ``lease`` names that daemon (pid plus start time: pids get reused)."""
+    if not lease:
+        return False
+    started = lease.get("daemon_started_at")
+    return ((lease.get("host"), lease.get("daemon_pid")) == (host, daemon_pid)
+            and isinstance(started, int | float) and abs(started - daemon_started_at) < 0.5)
 
 
 @dataclass
@@ -62,7 +84,8 @@ class JobRecord:
     resume: bool = False
     adjustments: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
-    lease: Lease | None = None
+    #: Only while in processing/: see :func:`make_lease`.
+    lease: dict[str, Any] | None = None
     next_attempt_at: float | None = None
     error: dict[str, Any] | None = None
     #: Keys this version does not know; written back unchanged.
@@ -91,14 +114,13 @@ class JobRecord:
         values = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known and k != "record_version"}
         try:
-            lease = values.get("lease")
-            values["lease"] = Lease(**lease) if isinstance(lease, dict) else None
             values["state"] = JobStatus(values.get("state", JobStatus.QUEUED.value))
             record = cls(**values, extra=extra)
         except TypeError as exc:
             raise ValueError(f"not a job record: {exc}") from exc
-        if not isinstance(record.job_id, str) or not isinstance(record.spec, dict):
-            raise ValueError("not a job record: job_id or spec has the wrong type")
+        if not isinstance(record.job_id, str) or not isinstance(record.spec, dict) or not (
+                record.lease is None or isinstance(record.lease, dict)):
+            raise ValueError("not a job record: job_id, spec or lease has the wrong type")
         return record
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,9 +131,7 @@ class JobRecord:
             if f.name == "extra" or (value is None and f.name in (
                     "lease", "next_attempt_at", "error")):
                 continue
-            if isinstance(value, Lease):
-                value = dataclasses.asdict(value)
-            elif isinstance(value, JobStatus):
+            if isinstance(value, JobStatus):
                 value = value.value
             data[f.name] = value
         return data
@@ -121,7 +141,12 @@ class JobRecord:
         return validate_job_spec(self.spec, source=f"{self.job_id}.json",
                                  default_job_id=self.job_id)
 
-    def start_attempt(self, now: float, lease: Lease) -> None:
+    @property
+    def started_at(self) -> str | None:
+        """When the current (or last) attempt started."""
+        return self.history[-1].get("started_at") if self.history else None
+
+    def start_attempt(self, now: float, lease: dict[str, Any]) -> None:
         """Count the attempt and open its history entry (the caller persists the record)."""
         self.attempts += 1
         self.state = JobStatus.RUNNING

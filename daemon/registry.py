@@ -31,36 +31,24 @@ import psutil
 from daemon.error_handling.atomic_io import atomic_write_json, fsync_directory
 from daemon.error_handling.errors import JobQueueError, JobSpecError
 from daemon.jobs import JobStatus, parse_job_json, sanitize_job_id, validate_job_spec
-from daemon.records import JobRecord, Lease, QueuedJob, iso_utc
+from daemon.records import (
+    JobRecord,
+    QueuedJob,
+    iso_utc,
+    lease_owned_by,
+    make_lease,
+    read_job_file,
+)
 from daemon.share import ShareLayout, list_candidates
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "JobRecord", "JobRegistry", "Lease", "QueuedJob",
-           "read_job_file"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "JobRecord", "JobRegistry", "QueuedJob"]
 
 logger = logging.getLogger(__name__)
 
 #: How long a lease lasts without a heartbeat (other hosts take over after that).
 DEFAULT_LEASE_SECONDS = 120.0
-#: Job files are small; anything bigger is a mistake (a CSV named .json, say).
-MAX_JOB_FILE_BYTES = 1_000_000
 _SEIZED_SUFFIX = ".seized.tmp"
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
-
-
-def read_job_file(path: Path) -> bytes:
-    """Read a job file without following a symlink, refusing oversized files.
-
-    Raises:
-        FileNotFoundError: The file is gone.
-        JobSpecError: It is bigger than ``MAX_JOB_FILE_BYTES``.
-    """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > MAX_JOB_FILE_BYTES:
-            raise JobSpecError(f"{path.name}: the job file is {size:,} bytes; a job file is a "
-                               f"small JSON object (at most {MAX_JOB_FILE_BYTES:,} bytes)")
-        return handle.read()
 
 
 class JobRegistry:
@@ -96,7 +84,8 @@ class JobRegistry:
             return QueuedJob(path, spec, record.submitted_ts, record.source, record)
         spec = validate_job_spec(data, source=path.name,
                                  default_job_id=sanitize_job_id(path.stem))
-        return QueuedJob(path, spec, submitted_ts, "csv" if data.get("source") == "csv" else "queue")
+        source = "csv" if data.get("source") == "csv" else "queue"
+        return QueuedJob(path, spec, submitted_ts, source)
 
     def queued(self) -> list[QueuedJob]:
         """Valid entries of queue/ by (-priority, submitted_ts, name), for status and listings.
@@ -162,8 +151,8 @@ class JobRegistry:
     def heartbeat(self, record: JobRecord, *, pid: int | None) -> bool:
         """Push the lease forward durably; False (nothing written) if the job is no longer ours."""
         path = self._path(self.layout.processing, record.job_id)
-        current = self._read_record(path)
-        if current is None or current.lease is None or not self._owns(current.lease):
+        current = self.read_record(path)
+        if current is None or not self._owns(current.lease):
             logger.warning("Lost the lease of job %s; not renewing it", record.job_id)
             return False
         now = self.clock()
@@ -176,10 +165,14 @@ class JobRegistry:
         return [record for _, record in self._records(self.layout.processing)]
 
     def abandoned(self, now: float) -> list[JobRecord]:
-        """Jobs in processing/ whose owner is gone (see module docstring for "gone").
+        """Jobs in processing/ whose owner is gone, to be recovered.
 
-        Side effect: a gone owner's entry whose job already reached another registry (a
-        crash between writing the destination and removing the source) is removed here.
+        Gone: the lease is on this host and its daemon pid is dead or now belongs to another
+        process (start time differs); or it is another host's and has expired; or there is
+        no lease (a claim interrupted between link and rewrite) and the file is older than
+        the lease time. Side effect: a gone owner's entry whose job already reached another
+        registry (a crash between writing the destination and removing the source) is
+        removed here.
         """
         self._restore_seized(self.layout.processing, now)
         found = []
@@ -202,7 +195,7 @@ class JobRegistry:
 
     def fail(self, record: JobRecord, error: dict[str, Any]) -> Path:
         """processing → failed/<id>.json with ``error`` {code, message, stage}."""
-        error = {"stage": "run", **error}
+        error = {**error, "stage": error.get("stage") or "run"}
         return self._finish(record, JobStatus.FAILED, "failed", {"error": error}, error)
 
     def schedule_retry(self, record: JobRecord, *, delay_seconds: float, resume: bool,
@@ -250,7 +243,7 @@ class JobRegistry:
             seized = self._seize(path)
             if seized is None:  # another daemon released it first
                 continue
-            current = self._read_record(seized)
+            current = self.read_record(seized)
             if current is None:
                 os.rename(seized, path)
                 continue
@@ -266,9 +259,26 @@ class JobRegistry:
         """Which registry holds ``<job_id>.json``: processing, retry, queue, completed, failed."""
         return next(self._holders(job_id), None)
 
+    def counts(self) -> dict[str, int]:
+        """Number of jobs per registry: queue, processing, retry, completed, failed."""
+        return {name: sum(1 for _ in list_candidates(getattr(self.layout, name), ".json"))
+                for name in ("queue", "processing", "retry", "completed", "failed")}
+
     def read_record(self, path: Path) -> JobRecord | None:
-        """The record at ``path`` (a raw client spec is converted), None if unreadable."""
-        return self._read_record(path)
+        """The record at ``path`` (a client's job file is converted), None if unreadable."""
+        try:
+            data = parse_job_json(read_job_file(path), source=path.name)
+            if JobRecord.is_record(data):
+                return JobRecord.from_dict(data)
+            # A claim interrupted between its link and its rewrite left the client's file.
+            entry = self.load_queue_entry(path, data, submitted_ts=os.lstat(path).st_ctime)
+            return JobRecord.from_spec(entry.spec, source=entry.source,
+                                       submitted_ts=entry.submitted_ts)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, JobSpecError) as exc:
+            logger.error("Unreadable job record %s: %s", path, exc)
+            return None
 
     def reject(self, path: Path | None, error: JobSpecError, *, job_id: str,
                spec: dict[str, Any] | None = None) -> Path:
@@ -320,32 +330,17 @@ class JobRegistry:
     def _free_queue_path(self, job_id: str) -> Path:
         return self._unused(self.layout.queue, job_id)
 
-    def _new_lease(self, now: float, pid: int | None = None) -> Lease:
-        return Lease(host=self.host, daemon_pid=self.daemon_pid,
-                     daemon_started_at=self.daemon_started_at, heartbeat_at=now,
-                     expires_at=now + self.lease_seconds, pid=pid)
+    def _new_lease(self, now: float, pid: int | None = None) -> dict[str, Any]:
+        return make_lease(host=self.host, daemon_pid=self.daemon_pid,
+                          daemon_started_at=self.daemon_started_at, now=now,
+                          lease_seconds=self.lease_seconds, pid=pid)
 
-    def _owns(self, lease: Lease) -> bool:
-        return lease.owned_by(self.host, self.daemon_pid, self.daemon_started_at)
-
-    def _read_record(self, path: Path) -> JobRecord | None:
-        try:
-            data = parse_job_json(read_job_file(path), source=path.name)
-            if JobRecord.is_record(data):
-                return JobRecord.from_dict(data)
-            # A claim interrupted between its link and its rewrite left the client's file.
-            entry = self.load_queue_entry(path, data, submitted_ts=os.lstat(path).st_ctime)
-            return JobRecord.from_spec(entry.spec, source=entry.source,
-                                       submitted_ts=entry.submitted_ts)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, JobSpecError) as exc:
-            logger.error("Unreadable job record %s: %s", path, exc)
-            return None
+    def _owns(self, lease: dict[str, Any] | None) -> bool:
+        return lease_owned_by(lease, self.host, self.daemon_pid, self.daemon_started_at)
 
     def _records(self, folder: Path) -> Iterator[tuple[Path, JobRecord]]:
         for path in list_candidates(folder, ".json"):
-            record = self._read_record(path)
+            record = self.read_record(path)
             if record is not None:
                 yield path, record
 
@@ -355,17 +350,17 @@ class JobRegistry:
             with contextlib.suppress(FileNotFoundError):
                 return os.lstat(path).st_ctime < now - self.lease_seconds
             return False
-        if lease.host != self.host:
-            return lease.expires_at < now
+        if lease.get("host") != self.host:
+            return float(lease.get("expires_at") or 0.0) < now
         if self._owns(lease):
             return False
         try:
-            return abs(psutil.Process(lease.daemon_pid).create_time()
-                       - lease.daemon_started_at) >= 0.5
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            started = psutil.Process(int(lease.get("daemon_pid") or 0)).create_time()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, ValueError):
             return True
         except psutil.AccessDenied:
             return False
+        return abs(started - float(lease.get("daemon_started_at") or 0.0)) >= 0.5
 
     def _finished_elsewhere(self, job_id: str) -> str | None:
         for name in ("completed", "failed", "retry"):
@@ -387,11 +382,11 @@ class JobRegistry:
             JobQueueError: The job left processing/ or another daemon owns it now.
         """
         path = self._path(self.layout.processing, record.job_id)
-        current = self._read_record(path)
+        current = self.read_record(path)
         if current is None:
             raise JobQueueError(f"job {record.job_id} is no longer in processing/",
                                 context={"job_id": record.job_id})
-        if current.lease is not None and self._owns(current.lease):
+        if self._owns(current.lease):
             return path
         if current.lease != record.lease:
             raise JobQueueError(f"job {record.job_id} is now owned by another daemon",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from daemon.error_handling.notifier import ErrorNotifier
 from daemon.scheduler import MaintenanceScheduler
 from daemon.supervisor import Supervisor
 from daemon.watcher import ShareWatcher
+from daemon.worker import DEFAULT_RUNNER
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,10 @@ def main(args: argparse.Namespace) -> int:
         logger.warning("%s", warning)
     notifier = ErrorNotifier(settings.error_handling,
                              outbox_dir=Path(settings.jobs.share_root) / ".heavy_optimizer" / "outbox")
-    supervisor = Supervisor(settings, config_dir=supervisor_config_dir, notifier=notifier)
+    # A site-specific or test job runner ("module:function"); the optimisation by default.
+    runner = os.environ.get("HEAVY_OPTIMIZER_JOB_RUNNER") or DEFAULT_RUNNER
+    supervisor = Supervisor(settings, config_dir=supervisor_config_dir, notifier=notifier,
+                            job_runner=runner)
     watcher = ShareWatcher(supervisor.layout, setting=settings.jobs.observer,
                            on_hint=lambda: supervisor.request("rescan"))
     scheduler = MaintenanceScheduler.from_settings(

@@ -12,6 +12,10 @@ surrogate: start from the top-k of the draw's first-order weights, then best-imp
 on the drawn surrogate (BOCS uses simulated annealing on it), so a batch of draws gives a
 batch of diverse proposals. Only the swap passes' gains are computed, in O(k * pool) each.
 
+The objective is deterministic, so scoring a portfolio twice teaches the model nothing and only
+makes the posterior overconfident: a proposal already scored (or repeated within its batch)
+takes random swaps inside the pool until it is new, or is replaced by a random new portfolio.
+
 Scale (documented restriction): with 25,544 strategies a full quadratic model has 3e8
 coefficients. The surrogate therefore covers a candidate pool, the ``pool_size`` best strategies
 by single-strategy quality (``problem.strategy_scores``, at least ``2k``), with pairwise terms
@@ -29,6 +33,8 @@ from .base import FloatArray, IntArray, SearchAlgorithm
 from .operators import sample_subsets
 from .params import BOParams
 
+#: Random swaps tried to turn an already-scored proposal into a new one, then random draws.
+_NOVELTY_TRIES = 8
 #: Prior precision of the intercept (nearly flat) and inverse-gamma prior of the noise.
 _INTERCEPT_PRECISION = 1e-6
 _NOISE_PRIOR_SHAPE = 1e-3
@@ -124,16 +130,42 @@ class BayesianOptimization(SearchAlgorithm):
         self._count = 0
         positions = sample_subsets(self.rng, self._pool.size, self.problem.k, self.params.n_initial)
         X = self._pool[positions]
-        F = self.evaluate(X)
-        self._observe(X[: F.size], F)
+        self._scored: set[bytes] = set()
+        self._scored_rows: list[IntArray] = []
+        self._tell(X, self.evaluate(X))
 
     def _ask(self) -> IntArray:
         count = min(self.params.batch_size, self.evaluations_left)
         positions = self._maximise_draws(self._posterior_draws(count))
-        return np.asarray(self._pool[positions], dtype=np.intp)
+        return self._novel(positions)
+
+    def _novel(self, positions: IntArray) -> IntArray:
+        """Return the proposals (as strategies) made new: see the module docstring."""
+        size, k = self._pool.size, self.problem.k
+        batch: list[IntArray] = []
+        seen = set(self._scored)
+        for row in positions:
+            candidate = row.copy()
+            for attempt in range(2 * _NOVELTY_TRIES):
+                key = _key(self._pool[candidate])
+                if key not in seen:
+                    seen.add(key)
+                    batch.append(self._pool[candidate])
+                    break
+                if attempt < _NOVELTY_TRIES:  # a random swap inside the pool
+                    outside = np.setdiff1d(np.arange(size), candidate)
+                    candidate[self.rng.integers(k)] = outside[self.rng.integers(outside.size)]
+                else:
+                    candidate = sample_subsets(self.rng, size, k, 1)[0]
+        if not batch:
+            return np.empty((0, k), dtype=np.intp)
+        return np.asarray(np.stack(batch), dtype=np.intp)
 
     def _tell(self, X: IntArray, F: FloatArray) -> None:
-        self._observe(X, F)
+        rows = X[: F.size]
+        self._observe(rows, F)
+        self._scored.update(_key(row) for row in rows)
+        self._scored_rows.append(np.sort(rows, axis=1))
 
     def _get_state(self) -> dict[str, Any]:
         return {
@@ -141,6 +173,7 @@ class BayesianOptimization(SearchAlgorithm):
             "moment": self._moment,
             "sum_squares": self._sum_squares,
             "count": self._count,
+            "scored": np.concatenate(self._scored_rows),
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
@@ -148,6 +181,14 @@ class BayesianOptimization(SearchAlgorithm):
         self._moment = np.asarray(state["moment"], dtype=np.float64)
         self._sum_squares = float(state["sum_squares"])
         self._count = int(state["count"])
+        scored = np.asarray(state["scored"], dtype=np.intp)
+        self._scored_rows = [scored]
+        self._scored = {_key(row) for row in scored}
+
+
+def _key(row: IntArray) -> bytes:
+    """Return a hashable identity of a portfolio (its sorted members)."""
+    return np.sort(row).astype(np.int64).tobytes()
 
 
 def _swap_gains(linear: FloatArray, pair: FloatArray, chosen: IntArray) -> FloatArray:

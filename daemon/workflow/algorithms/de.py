@@ -10,6 +10,10 @@ Vector arithmetic becomes set arithmetic, as in set-based DE variants:
 * binomial crossover: each mutant member the target lacks enters the trial with probability
   ``CR`` (at least one does), displacing target members the mutant lacks;
 * one-to-one selection: a trial replaces its target when it is at least as fit.
+
+Once every member is the same portfolio, every difference is empty and DE cannot move again
+(its usual stagnation). The next generation then restarts: the best member stays and the
+others are replaced by uniformly random portfolios.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .base import FloatArray, IntArray, SearchAlgorithm
-from .operators import contains, insert_members, sample_subsets
+from .operators import insert_members, sample_subsets, shared_members
 from .params import DEParams
 
 
@@ -34,8 +38,9 @@ def set_difference_mutation(
     rng: np.random.Generator, base: IntArray, plus: IntArray, minus: IntArray, weight: float
 ) -> IntArray:
     """Return ``base + weight * (plus - minus)`` for k-subsets (rows)."""
-    additions = ~contains(plus, minus) & (rng.random(plus.shape) < weight)
-    removable = contains(base, minus) & ~contains(base, plus)
+    plus_in_minus, _ = shared_members(plus, minus)
+    additions = ~plus_in_minus & (rng.random(plus.shape) < weight)
+    removable = shared_members(base, minus)[0] & ~shared_members(base, plus)[0]
     keep_priority = rng.random(base.shape) - removable  # removable members leave first
     return insert_members(base, plus, additions, keep_priority)
 
@@ -46,11 +51,12 @@ def binomial_set_crossover(
     """Return trials: mutant members missing from the target enter with probability ``rate``;
     one of them always does (DE's ``j_rand``)."""
     n = target.shape[0]
-    novel = ~contains(mutant, target)
+    target_in_mutant, mutant_in_target = shared_members(target, mutant)
+    novel = ~mutant_in_target
     enter = novel & (rng.random(mutant.shape) < rate)
     forced = np.argmax(np.where(novel, rng.random(mutant.shape), -1.0), axis=1)
     enter[np.arange(n), forced] |= novel[np.arange(n), forced]
-    keep_priority = rng.random(target.shape) + 2.0 * contains(target, mutant)
+    keep_priority = rng.random(target.shape) + 2.0 * target_in_mutant
     return insert_members(target, mutant, enter, keep_priority)
 
 
@@ -66,9 +72,18 @@ class DifferentialEvolution(SearchAlgorithm):
         )
         F = self.evaluate(X)
         self._pop, self._fit = X[: F.size], F
+        self._restarting = False
+
+    def _collapsed(self) -> bool:
+        ordered = np.sort(self._pop, axis=1)
+        return bool((ordered == ordered[0]).all())
 
     def _ask(self) -> IntArray:
         pop = self._pop
+        self._restarting = self._collapsed()
+        if self._restarting:
+            n, k = pop.shape
+            return sample_subsets(self.rng, self.problem.n_strategies, k, n - 1)
         donors = donor_indices(self.rng, pop.shape[0])
         mutant = set_difference_mutation(
             self.rng,
@@ -80,6 +95,11 @@ class DifferentialEvolution(SearchAlgorithm):
         return binomial_set_crossover(self.rng, pop, mutant, self.params.crossover_rate)
 
     def _tell(self, X: IntArray, F: FloatArray) -> None:
+        if self._restarting:
+            best = int(np.argmax(self._fit))
+            self._pop = np.concatenate([self._pop[best : best + 1], X])
+            self._fit = np.concatenate([self._fit[best : best + 1], F])
+            return
         n = F.size
         better = self._fit[:n] <= F
         self._pop[:n][better] = X[better]
@@ -91,3 +111,4 @@ class DifferentialEvolution(SearchAlgorithm):
     def _set_state(self, state: dict[str, Any]) -> None:
         self._pop = np.asarray(state["population"], dtype=np.intp)
         self._fit = np.asarray(state["fitness"], dtype=np.float64)
+        self._restarting = False

@@ -66,31 +66,61 @@ def contains(X: IntArray, Y: IntArray) -> BoolArray:
     return found.reshape(X.shape)
 
 
+def shared_members(A: IntArray, B: IntArray) -> tuple[BoolArray, BoolArray]:
+    """Return ``(A in B, B in A)`` membership masks for rows of distinct members.
+
+    One sort of the rows' union answers both directions: with distinct rows, a value occurs
+    twice in the union exactly when both rows hold it.
+    """
+    union = np.concatenate([A, B], axis=1)
+    order = np.argsort(union, axis=1, kind="stable")
+    ordered = np.take_along_axis(union, order, axis=1)
+    pair = ordered[:, 1:] == ordered[:, :-1]
+    both = np.zeros(union.shape, dtype=bool)
+    both[:, 1:] |= pair
+    both[:, :-1] |= pair
+    mask = np.empty(union.shape, dtype=bool)
+    np.put_along_axis(mask, order, both, axis=1)
+    return mask[:, : A.shape[1]], mask[:, A.shape[1] :]
+
+
 def fill_holes(
     rng: np.random.Generator, X: IntArray, holes: BoolArray, n_strategies: int
 ) -> IntArray:
     """Return ``X`` with every hole replaced by a strategy absent from the original row.
 
     A hole never receives a value its row held before (so a mutated position really changes)
-    nor one another entry of the row holds afterwards. Uniform over the allowed values.
+    nor one another entry of the row holds afterwards. Uniform over the allowed values. Costs
+    O(holes * k) per redraw round, so sparse holes in a large population are cheap.
 
     Raises:
         ValueError: A row has more holes than strategies outside it.
     """
     out = X.copy()
-    holes = holes.copy()
-    n_new = holes.sum(axis=1)
-    if (n_new > n_strategies - _distinct_count(X)).any():
+    k = X.shape[1]
+    # With n >= 2k any k holes fit among the n - k outside strategies; skip the count.
+    if n_strategies < 2 * k and (holes.sum(axis=1) > n_strategies - _distinct_count(X)).any():
         raise ValueError("more holes than strategies outside the row")
+    pending = holes.copy()
+    rows, cols = np.nonzero(pending)  # row-major: within a row, earlier columns first
+    columns = np.arange(k)
     for _ in range(_REJECTION_ROUNDS):
-        if not holes.any():
+        if rows.size == 0:
             return out
-        out[holes] = rng.integers(0, n_strategies, int(holes.sum()))
-        holes &= contains(out, X) | duplicate_mask(out, yielding=holes)
-    for row in np.flatnonzero(holes.any(axis=1)):
-        keep = out[row][~holes[row]]
+        values = rng.integers(0, n_strategies, rows.size)
+        out[rows, cols] = values
+        held_before = (X[rows] == values[:, np.newaxis]).any(axis=1)
+        same = out[rows] == values[:, np.newaxis]
+        same[np.arange(rows.size), cols] = False
+        # Of two equal new values in a row the later column yields; settled entries never do.
+        counts = ~pending[rows] | (columns[np.newaxis, :] < cols[:, np.newaxis])
+        clash = held_before | (same & counts).any(axis=1)
+        pending[rows[~clash], cols[~clash]] = False
+        rows, cols = rows[clash], cols[clash]
+    for row in np.unique(rows):
+        keep = out[row][~pending[row]]
         free = np.setdiff1d(np.arange(n_strategies), np.concatenate([X[row], keep]))
-        out[row, holes[row]] = rng.choice(free, int(holes[row].sum()), replace=False)
+        out[row, pending[row]] = rng.choice(free, int(pending[row].sum()), replace=False)
     return out
 
 
@@ -200,8 +230,7 @@ def set_crossover(rng: np.random.Generator, A: IntArray, B: IntArray) -> IntArra
     step: no child needs fixing afterwards.
     """
     n, k = A.shape
-    a_shared = contains(A, B)
-    b_in_a = contains(B, A)
+    a_shared, b_in_a = shared_members(A, B)
     keys = rng.random((n, 2 * k))
     keys[:, :k][a_shared] = -1.0  # always kept
     keys[:, k:][b_in_a] = np.inf  # the same strategy again: never picked twice

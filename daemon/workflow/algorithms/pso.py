@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .base import FloatArray, IntArray, SearchAlgorithm
-from .operators import contains, duplicate_mask, insert_members, sample_subsets
+from .operators import insert_members, sample_subsets, shared_members
 from .params import PSOParams
 
 #: Velocity capacity per particle, in multiples of k.
@@ -32,10 +32,11 @@ def merge_possibilities(
 ) -> tuple[IntArray, FloatArray]:
     """Return per-row ``(strategies, possibilities)``: one entry per strategy with its largest
     possibility, the ``capacity`` strongest, strongest first; unused entries have possibility 0."""
-    order = np.lexsort((-possibility, idx), axis=1)
+    # One float sort groups equal strategies with the strongest first (possibility in [0, 1]).
+    order = np.argsort(idx + 0.5 * (1.0 - possibility), axis=1)
     idx = np.take_along_axis(idx, order, axis=1)
     possibility = np.take_along_axis(possibility, order, axis=1)
-    possibility[duplicate_mask(idx)] = 0.0  # a repeat of a stronger entry of the same strategy
+    possibility[:, 1:][idx[:, 1:] == idx[:, :-1]] = 0.0  # a weaker repeat of a strategy
     strongest = np.argsort(-possibility, axis=1, kind="stable")[:, :capacity]
     return (
         np.take_along_axis(idx, strongest, axis=1),
@@ -64,10 +65,10 @@ class ParticleSwarm(SearchAlgorithm):
         n, k = x.shape
         gbest = np.broadcast_to(self._pbest[int(np.argmax(self._pbest_f))], (n, k))
         inertia = p.inertia_start + (p.inertia_end - p.inertia_start) * self.search_progress
-        pull_own = np.where(
-            contains(self._pbest, x), 0.0, p.cognitive_weight * self.rng.random((n, k))
-        )
-        pull_swarm = np.where(contains(gbest, x), 0.0, p.social_weight * self.rng.random((n, k)))
+        pbest_in_x, x_in_pbest = shared_members(self._pbest, x)
+        gbest_in_x, x_in_gbest = shared_members(gbest, x)
+        pull_own = np.where(pbest_in_x, 0.0, p.cognitive_weight * self.rng.random((n, k)))
+        pull_swarm = np.where(gbest_in_x, 0.0, p.social_weight * self.rng.random((n, k)))
         crazy = self.rng.random((n, k)) < p.craziness / k
         random_idx = self.rng.integers(0, self.problem.n_strategies, (n, k))
         random_pull = np.where(crazy, self.rng.random((n, k)), 0.0)
@@ -82,7 +83,7 @@ class ParticleSwarm(SearchAlgorithm):
         self._vel_idx, self._vel_p = idx, possibility
         cut = self.rng.random((n, 1))
         enter = (possibility > 0.0) & (possibility >= cut)
-        keep_priority = self.rng.random((n, k)) + contains(x, gbest) + contains(x, self._pbest)
+        keep_priority = self.rng.random((n, k)) + x_in_gbest + x_in_pbest
         self._x = insert_members(x, idx, enter, keep_priority)
         return self._x
 
