@@ -113,7 +113,11 @@ class CsvIntakeLedger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._entries: dict[str, LedgerEntry] = {}
-        self._signature: tuple[int, int] | None = None
+        #: Entries changed since the last write (kept over what a reload brings).
+        self._staged: dict[str, LedgerEntry] = {}
+        #: (inode, mtime, size) of the file as last read or written: every write is an
+        #: atomic replace, so a new inode means someone else wrote it.
+        self._signature: tuple[int, int, int] | None = None
         #: True when there was no usable ledger: CSV intake starts here for the first time.
         self.fresh = not self._load()
 
@@ -128,20 +132,31 @@ class CsvIntakeLedger:
     def job_ids(self) -> set[str]:
         return {e.job_id for e in self._entries.values() if e.job_id}
 
+    def stage(self, entries: dict[str, LedgerEntry]) -> None:
+        """Add or replace entries in memory; :meth:`flush` writes them (one write per scan)."""
+        self._entries.update(entries)
+        self._staged.update(entries)
+
     def put(self, entries: dict[str, LedgerEntry]) -> None:
         """Add or replace entries and write the ledger durably (also when ``entries`` is empty)."""
+        self.stage(entries)
         self.refresh()
-        self._entries.update(entries)
         files = {name: asdict(entry) for name, entry in sorted(self._entries.items())}
         atomic_write_json(self.path, {"version": 1, "files": files})
+        self._staged.clear()
         self._signature = self._stat_signature()
 
-    def _stat_signature(self) -> tuple[int, int] | None:
+    def flush(self) -> None:
+        """Write staged entries, if any."""
+        if self._staged:
+            self.put({})
+
+    def _stat_signature(self) -> tuple[int, int, int] | None:
         try:
             info = os.stat(self.path)
         except FileNotFoundError:
             return None
-        return info.st_mtime_ns, info.st_size
+        return info.st_ino, info.st_mtime_ns, info.st_size
 
     def _load(self) -> bool:
         signature = self._stat_signature()
@@ -151,11 +166,12 @@ class CsvIntakeLedger:
             files = json.loads(self.path.read_bytes())["files"]
             loaded = {name: LedgerEntry(**entry) for name, entry in files.items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            aside = self.path.with_name(f"{self.path.name}.damaged-{signature[0]}")
+            aside = self.path.with_name(f"{self.path.name}.damaged-{signature[1]}")
             logger.error("CSV intake ledger %s is unreadable (%s); moved it to %s and starting "
                          "a new one", self.path, exc, aside.name)
             os.replace(self.path, aside)
             return False
         # Merge: an entry only we know (lost to a concurrent write) is kept and written back.
-        self._entries, self._signature = {**self._entries, **loaded}, signature
+        self._entries = {**self._entries, **loaded, **self._staged}
+        self._signature = signature
         return True

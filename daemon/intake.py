@@ -6,7 +6,9 @@ mtime unchanged for ``settle_seconds``), parses, validates, names a job id that 
 known, and its input CSV exists and has settled too (a job must not start on a half-copied
 CSV). A job file that does not parse yet is retried on later scans and failed only once it has
 settled. A CSV in input/ (with ``auto_jobs_from_csv``) becomes one job file in jobs/queue/, once
-per upload (see :mod:`daemon.csv_intake`); CSVs named by a job file are left to that job.
+per upload (see :mod:`daemon.csv_intake`); CSVs named by a job file (or mentioned by one still
+being written) are left to that job, and CSVs already there when CSV intake first starts on a
+share are not run (an existing share holds every CSV ever dropped).
 """
 
 from __future__ import annotations
@@ -283,7 +285,7 @@ class IntakeScanner:
                     seen.add(self._queue_csv_job(path, known.job_id, info))
                 continue
             if path.name in referenced:
-                self._remember(path, info, referenced[path.name], "referenced")
+                self._remember(path, info, referenced[path.name], "referenced", durable=False)
                 continue
             if not self._settle.is_settled(path) or any(
                     path.name.encode() in text for text in self._unfinished_job_texts):
@@ -302,9 +304,10 @@ class IntakeScanner:
                 report.rejected.append(rejected)
                 self._remember(path, info, job_id, "rejected")
                 continue
-            self._remember(path, info, job_id, "pending")
+            self._remember(path, info, job_id, "pending")  # durable before the job file
             seen.add(self._queue_csv_job(path, job_id, info))
             report.created.append(job_id)
+        self._ledger.flush()
 
     def _csv_spec(self, path: Path, job_id: str) -> dict[str, Any]:
         size = portfolio_size_from_csv_name(path.stem)
@@ -318,7 +321,7 @@ class IntakeScanner:
             atomic_write_json(job_file, self._csv_spec(path, job_id))
             self._settle.is_settled(job_file)  # its settle time starts now, not next scan
             logger.info("CSV drop input/%s became job %s", path.name, job_id)
-        self._remember(path, info, job_id, "queued")
+        self._remember(path, info, job_id, "queued", durable=False)
         return job_file
 
     def _csv_job_id(self, path: Path, info: os.stat_result, *, reupload: bool) -> str:
@@ -335,9 +338,11 @@ class IntakeScanner:
             (suffixed(f"_{stamp}-{n}") for n in itertools.count(2)))
         return next(c for c in candidates if c not in taken and self.registry.find(c) is None)
 
-    def _remember(self, path: Path, info: os.stat_result, job_id: str | None,
-                  state: str) -> None:
-        self._ledger.put({path.name: LedgerEntry(info.st_size, info.st_mtime_ns, job_id, state)})
+    def _remember(self, path: Path, info: os.stat_result, job_id: str | None, state: str, *,
+                  durable: bool = True) -> None:
+        """Record what became of an upload; ``durable=False`` waits for the scan's last write."""
+        entry = {path.name: LedgerEntry(info.st_size, info.st_mtime_ns, job_id, state)}
+        (self._ledger.put if durable else self._ledger.stage)(entry)
 
     def _adopt_existing_csvs(self) -> None:
         """First start of CSV intake: CSVs already in input/ are not turned into jobs.

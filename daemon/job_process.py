@@ -122,7 +122,8 @@ class JobProcess:
             os.killpg(self.pid, sig)
 
     def grace_expired(self, now: float, grace_seconds: float) -> bool:
-        return self.term_sent_monotonic is not None and now - self.term_sent_monotonic >= grace_seconds
+        sent = self.term_sent_monotonic
+        return sent is not None and now - sent >= grace_seconds
 
     def reap(self) -> None:
         """Collect the exit status and kill anything left in the job's process group."""

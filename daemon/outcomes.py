@@ -117,9 +117,9 @@ class OutcomeHandler:
             error = dict(message["error"])
             error.setdefault("stage", stage)
             return error
-        code = child.exitcode
-        how = f"was killed by signal {-code}" if code is not None and code < 0 else \
-            f"exited with status {code} without a result"
+        exit_code = child.exitcode
+        how = (f"was killed by signal {-exit_code}" if exit_code is not None and exit_code < 0
+               else f"exited with status {exit_code} without a result")
         return {"code": "JOB_CRASHED", "type": "JobCrashError", "recoverable": True,
                 "stage": stage, "message": f"the job process {how}"}
 

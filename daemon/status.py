@@ -35,7 +35,8 @@ class StatusBoard:
 
     def _due(self, key: str, force: bool) -> bool:
         now = self._clock()
-        if not force and now - self._last_write.get(key, float("-inf")) < MIN_WRITE_INTERVAL_SECONDS:
+        last = self._last_write.get(key, float("-inf"))
+        if not force and now - last < MIN_WRITE_INTERVAL_SECONDS:
             return False
         self._last_write[key] = now
         return True

@@ -11,6 +11,7 @@ then checkpoint-and-requeue whatever is left.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -25,6 +26,7 @@ from types import FrameType
 from typing import Any
 
 from daemon.config import Settings
+from daemon.error_handling.errors import JobQueueError
 from daemon.error_handling.notifier import ErrorNotifier
 from daemon.intake import IntakeScanner
 from daemon.job_process import JobProcess
@@ -118,6 +120,8 @@ class Supervisor:
         self._ready_sent = False
         self._queue_backlog_warned = False
         self._last_lease_renewal: dict[str, float] = {}
+        #: Called on every periodic rescan request (the daemon revives its watcher here).
+        self.on_rescan: Callable[[], object] | None = None
 
     # -- requests from other threads and signals ------------------------------------------
 
@@ -127,10 +131,9 @@ class Supervisor:
         self.wake()
 
     def wake(self) -> None:
-        try:
+        """Cut the current tick's wait short (a full pipe already means "wake up")."""
+        with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"!")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already
 
     def request_stop(self) -> None:
         """Warm shutdown: stop claiming, drain, then checkpoint-and-requeue."""
@@ -189,11 +192,9 @@ class Supervisor:
         for child, _ in self.running.values():
             waitables += child.waitables()
         wait(waitables, timeout=TICK_SECONDS)
-        try:
+        with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
                 pass
-        except BlockingIOError:
-            pass
         self.monitor_children()
         self._handle_requests()
         if not self._stop_requested:
@@ -209,6 +210,8 @@ class Supervisor:
                 break
             if kind == "rescan":
                 self._scan_due = True
+                if self.on_rescan is not None:
+                    self.on_rescan()
             elif kind == "due_retries":
                 released = self.registry.release_due_retries(time.time())
                 if released:
@@ -230,8 +233,13 @@ class Supervisor:
                 child.reap()
                 del self.running[job_id]
                 self._last_lease_renewal.pop(job_id, None)
-                success = self.outcomes.handle_exit(record, child)
-                if not child.kill_reason == "shutdown" and self.breaker.record(success, time.time()):
+                try:
+                    success = self.outcomes.handle_exit(record, child)
+                except JobQueueError as exc:  # e.g. cancelled meanwhile, or taken over
+                    logger.warning("%s: outcome not recorded: %s", job_id, exc)
+                    continue
+                counted = child.kill_reason != "shutdown"
+                if counted and self.breaker.record(success, time.time()):
                     self._alert_breaker()
                 self.outcomes.after_outcome(self.breaker.consecutive_failures)
                 continue
@@ -317,7 +325,11 @@ class Supervisor:
             if len(self.running) >= jobs.max_concurrent_jobs:
                 self._scan_due = True  # more work is waiting: look again next tick
                 break
-            record = self.registry.claim(entry)
+            try:
+                record = self.registry.claim(entry)
+            except JobQueueError as exc:
+                logger.error("cannot claim %s: %s", entry.job_id, exc)
+                break
             if record is not None:
                 self._start(record)
 
@@ -348,14 +360,18 @@ class Supervisor:
     def recover_abandoned(self) -> None:
         """Requeue (with resume) every processing/ entry whose owner is gone."""
         for record in self.registry.abandoned(time.time()):
-            pid = record.lease.get("pid") if record.lease else None
-            if pid and record.lease.get("host") == self.host:
+            lease = record.lease or {}
+            pid = lease.get("pid")
+            if pid and lease.get("host") == self.host:
                 try:
                     os.killpg(int(pid), signal.SIGKILL)  # an orphan of a dead daemon
                     logger.warning("%s: killed orphaned job process group %s", record.job_id, pid)
                 except (ProcessLookupError, PermissionError):
                     pass
-            self.outcomes.recover_abandoned(record)
+            try:
+                self.outcomes.recover_abandoned(record)
+            except JobQueueError as exc:  # another daemon recovered it first
+                logger.info("%s: not recovered here: %s", record.job_id, exc)
 
     # -- publishing ------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ exit code alone.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -106,10 +107,9 @@ class _PipeLogHandler(logging.Handler):
 
 
 def _send(conn: Connection, message: dict[str, Any]) -> None:
-    try:
+    # A gone parent is not the job's problem: it still checkpoints; a new daemon recovers it.
+    with contextlib.suppress(OSError, ValueError):
         conn.send(message)
-    except (OSError, ValueError):
-        pass  # parent gone: the job still checkpoints; a new daemon will recover it
 
 
 def _setup_logging(conn: Connection, job_log: Path | None, level: int) -> None:

@@ -12,8 +12,9 @@ from daemon.config import load_settings
 from daemon.error_handling.log_setup import setup_error_logging
 from daemon.error_handling.notifier import ErrorNotifier
 from daemon.scheduler import MaintenanceScheduler
+from daemon.share import ShareLayout
 from daemon.supervisor import Supervisor
-from daemon.watcher import ShareWatcher
+from daemon.watcher import ShareWatcher, choose_observer
 from daemon.worker import DEFAULT_RUNNER
 
 logger = logging.getLogger(__name__)
@@ -34,20 +35,27 @@ def main(args: argparse.Namespace) -> int:
     logging_handle = setup_error_logging(settings.error_handling)
     for warning in settings.warnings:
         logger.warning("%s", warning)
-    notifier = ErrorNotifier(settings.error_handling,
-                             outbox_dir=Path(settings.jobs.share_root) / ".heavy_optimizer" / "outbox")
+    outbox = ShareLayout(Path(settings.jobs.share_root)).state / "outbox"
+    notifier = ErrorNotifier(settings.error_handling, outbox_dir=outbox)
     # A site-specific or test job runner ("module:function"); the optimisation by default.
     runner = os.environ.get("HEAVY_OPTIMIZER_JOB_RUNNER") or DEFAULT_RUNNER
     supervisor = Supervisor(settings, config_dir=supervisor_config_dir, notifier=notifier,
                             job_runner=runner)
-    watcher = ShareWatcher(supervisor.layout, setting=settings.jobs.observer,
-                           on_hint=lambda: supervisor.request("rescan"))
+    observer = choose_observer(supervisor.layout.root, settings.jobs.observer)
+    watcher = ShareWatcher.for_layout(
+        supervisor.layout, observer=observer,
+        polling_interval_seconds=settings.jobs.scan_interval,
+        on_hint=lambda _path: supervisor.request("rescan"),
+    )
+    # The periodic rescan also revives a watcher whose observer died (events are only hints).
+    supervisor.on_rescan = lambda: watcher.wait_for_hint(0)
     scheduler = MaintenanceScheduler.from_settings(
         settings, request=supervisor.request,
         send_summary=lambda title, message: notifier.notify(title, message, "INFO"),
     )
     supervisor.install_signal_handlers()
-    logger.info("daemon starting on share %s (pid %s)", supervisor.layout.root, supervisor.host)
+    logger.info("daemon starting on share %s with the %s observer", supervisor.layout.root,
+                observer)
     try:
         watcher.start()
         scheduler.start()

@@ -14,6 +14,7 @@ where it is and raises it. A signal therefore never tears an algorithm's state m
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -144,6 +145,7 @@ class OptimizationPipeline:
         self._data: StrategyData | None = None
         self._periods_per_year = 52.0
         self._strategy_metrics: dict[str, np.ndarray] = {}
+        self._resume_sha256: str | None = None
 
     # -- journal ---------------------------------------------------------------------------
 
@@ -195,7 +197,7 @@ class OptimizationPipeline:
             AlgorithmError: Every algorithm failed (not recoverable).
             BaseException: Whatever ``stop_check`` returned, after a checkpoint was saved.
         """
-        self._resume_sha256: str | None = None
+        self._resume_sha256 = None
         if resume:
             self._restore()
         for stage in self._stages:
@@ -311,7 +313,7 @@ class OptimizationPipeline:
                                    self.request.job_id, stage, exc)
             try:
                 result = algorithm.run(
-                    progress=lambda report, algo=algorithm: self._on_iteration(stage, algo, report),
+                    progress=functools.partial(self._on_iteration, stage, algorithm),
                     on_checkpoint=lambda state: self._save(stage, partial_state=state),
                     checkpoint_interval_seconds=self.config.optimizer.checkpoint_interval,
                 )

@@ -112,12 +112,10 @@ class BayesianOptimization(SearchAlgorithm):
             return np.asarray(chosen, dtype=np.intp)
         rows = np.arange(count)
         for _ in range(self.params.surrogate_search_steps):
-            delta = _swap_gains(linear, pair, chosen)
-            flat = delta.reshape(count, -1).argmax(axis=1)
-            improving = delta.reshape(count, -1)[rows, flat] > 1e-12
+            gain, out_at, enter = _best_swaps(linear, pair, chosen)
+            improving = gain > 1e-12
             if not improving.any():
                 break
-            out_at, enter = np.divmod(flat, size)
             chosen[rows[improving], out_at[improving]] = enter[improving]
         return np.asarray(chosen, dtype=np.intp)
 
@@ -191,22 +189,43 @@ def _key(row: IntArray) -> bytes:
     return np.sort(row).astype(np.int64).tobytes()
 
 
-def _swap_gains(linear: FloatArray, pair: FloatArray, chosen: IntArray) -> FloatArray:
-    """Return ``(count, k, pool)``: the surrogate's change when member ``a`` of ``chosen``
-    leaves and pool entry ``j`` enters (``-inf`` for entries already chosen).
+def _best_swaps(
+    linear: FloatArray, pair: FloatArray, chosen: IntArray
+) -> tuple[FloatArray, IntArray, IntArray]:
+    """Return, per drawn surrogate, the best single swap: ``(gain, member index, pool entry)``.
 
-    With ``g_j = w_j + sum_l W_jl z_l`` the marginal value of ``j`` given the current members,
-    the swap ``a -> j`` changes the surrogate by ``g_j - g_a - W_aj``.
+    With ``g_j = w_j + sum_l W_jl z_l`` the marginal value of pool entry ``j`` given the
+    current members, swapping member ``a`` for ``j`` changes the surrogate by
+    ``g_j - g_a - W_aj``. Outside the pairwise block ``W_aj = 0``, so there the best entrant is
+    the same for every leaving member: O(pool + k * block) per surrogate, not O(k * pool).
     """
     count, size = linear.shape
     m = pair.shape[1]
+    rows = np.arange(count)
     Z = np.zeros((count, size))
     np.put_along_axis(Z, chosen, 1.0, axis=1)
     gain = linear.copy()
     gain[:, :m] += np.einsum("cij,cj->ci", pair, Z[:, :m])
-    leave_gain = np.take_along_axis(gain, chosen, axis=1)
-    enter_gain = np.where(Z > 0, -np.inf, gain)
-    delta = enter_gain[:, np.newaxis, :] - leave_gain[:, :, np.newaxis]
-    leaving_pairs = np.take_along_axis(pair, np.minimum(chosen, m - 1)[:, :, np.newaxis], axis=1)
-    delta[:, :, :m] -= np.where((chosen < m)[:, :, np.newaxis], leaving_pairs, 0.0)
-    return delta
+    leave = np.take_along_axis(gain, chosen, axis=1)  # (count, k)
+    enter = np.where(Z > 0, -np.inf, gain)
+    # Entrants outside the block: one best per surrogate.
+    if m < size:
+        far = m + np.argmax(enter[:, m:], axis=1)
+        far_gain = enter[rows, far]
+    else:
+        far, far_gain = np.zeros(count, dtype=np.intp), np.full(count, -np.inf)
+    far_delta = far_gain[:, np.newaxis] - leave  # (count, k)
+    # Entrants inside the block: subtract the pair term with the leaving member.
+    near = enter[:, np.newaxis, :m] - leave[:, :, np.newaxis]  # (count, k, m)
+    with_leaving = np.take_along_axis(pair, np.minimum(chosen, m - 1)[:, :, np.newaxis], axis=1)
+    near -= np.where((chosen < m)[:, :, np.newaxis], with_leaving, 0.0)
+    near_flat = near.reshape(count, -1).argmax(axis=1)
+    near_out, near_in = np.divmod(near_flat, m)
+    near_gain = near[rows, near_out, near_in]
+    far_out = np.argmax(far_delta, axis=1)
+    use_far = far_delta[rows, far_out] > near_gain
+    return (
+        np.where(use_far, far_delta[rows, far_out], near_gain),
+        np.where(use_far, far_out, near_out),
+        np.where(use_far, far, near_in),
+    )

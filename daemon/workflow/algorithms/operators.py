@@ -169,7 +169,7 @@ def sample_weighted_subsets(
     draws = np.empty((size, 0), dtype=np.intp)
     for round_ in range(_WEIGHTED_ROUNDS):
         more = rng.random((size, 2 * k * 2**round_)) * cdf[-1]
-        draws = np.concatenate([draws, np.searchsorted(cdf, more, side="right")], axis=1)
+        draws = np.concatenate([draws, _search_sorted(cdf, more)], axis=1)
         np.minimum(draws, w.size - 1, out=draws)  # u * total may round up to total
         first = ~duplicate_mask(draws)
         if (first.sum(axis=1) >= k).all():
@@ -206,6 +206,16 @@ def sample_outside(rng: np.random.Generator, inside: BoolArray, count: int) -> I
         draws[clash] = rng.integers(0, inside.size, int(clash.sum()))
         clash = inside[draws]
     return np.asarray(draws, dtype=np.intp)
+
+
+def _search_sorted(cdf: FloatArray, values: FloatArray) -> IntArray:
+    """``np.searchsorted(cdf, values, side="right")``, searching in sorted order: measured
+    several times faster on a large ``cdf`` because consecutive lookups share cache lines."""
+    flat = values.ravel()
+    order = np.argsort(flat)
+    found = np.empty(flat.size, dtype=np.intp)
+    found[order] = np.searchsorted(cdf, flat[order], side="right")
+    return found.reshape(values.shape)
 
 
 def swap_mutate(

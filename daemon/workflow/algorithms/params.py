@@ -101,7 +101,10 @@ class SAParams:
     final_acceptance: float = 0.001
     #: Random swaps scored at the start to calibrate the temperatures.
     calibration_moves: int = 200
-    #: Most neighbours scored per step; steps grow towards it as the acceptance rate falls.
+    #: Neighbours scored per step, about 1 / acceptance rate within these bounds: a step
+    #: costs far more Python overhead than a neighbour, so small batches waste time, not
+    #: insight (moves after the first accepted one are discarded but counted).
+    min_batch_size: int = 8
     max_batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -109,8 +112,8 @@ class SAParams:
         _open_probability("final_acceptance", self.final_acceptance)
         if self.final_acceptance > self.initial_acceptance:
             raise ValueError("final_acceptance must not exceed initial_acceptance")
-        if self.calibration_moves < 1 or self.max_batch_size < 1:
-            raise ValueError("calibration_moves and max_batch_size must be at least 1")
+        if min(self.calibration_moves, self.min_batch_size, self.max_batch_size) < 1:
+            raise ValueError("calibration_moves and the batch sizes must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -175,10 +178,10 @@ class HCParams:
     max_failed_steps: int = 3
 
     def __post_init__(self) -> None:
-        if self.min_neighbours_per_step < 1 or self.max_failed_steps < 1:
-            raise ValueError("min_neighbours_per_step and max_failed_steps must be at least 1")
-        if self.max_neighbours_per_step < self.min_neighbours_per_step:
-            raise ValueError("max_neighbours_per_step must be >= min_neighbours_per_step")
+        if min(self.min_neighbours_per_step, self.max_neighbours_per_step) < 1:
+            raise ValueError("neighbours per step must be at least 1")
+        if self.max_failed_steps < 1:
+            raise ValueError("max_failed_steps must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,9 @@ class SimulatedAnnealing(SearchAlgorithm):
 
     def _step(self) -> None:
         rate = self._accepted / self._tried
-        size = int(min(self.params.max_batch_size, max(1, round(1.0 / max(rate, 1e-12)))))
+        largest = self.params.max_batch_size
+        smallest = min(self.params.min_batch_size, largest)
+        size = int(min(largest, max(smallest, round(1.0 / max(rate, 1e-12)))))
         temperature = self.temperature
         (positions, candidates, aggs), F = self._try_moves(size)
         delta = F - self._current.fitness

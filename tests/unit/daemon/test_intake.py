@@ -271,6 +271,19 @@ def test_a_csv_becomes_exactly_one_job_across_scans_and_restarts(share: Share) -
     assert ledger["Data Set_ps20.csv"]["job_id"] == f"Data_Set_ps20_{stamp}"
 
 
+def test_two_daemons_scanning_one_share_make_one_job_per_csv(share: Share) -> None:
+    first, second = share.scanner(), share.scanner()
+    for n in range(5):
+        (share.layout.input / f"d{n}.csv").write_text(GOOD_CSV)
+    created: list[str] = []
+    for _ in range(4):  # alternate, as two daemons' rescans interleave
+        created += first.scan().created + second.scan().created
+        share.clock.advance(SETTLE)
+    assert sorted(created) == [f"d{n}" for n in range(5)]
+    ledger = json.loads((share.layout.state / LEDGER_NAME).read_text())["files"]
+    assert {entry["state"] for entry in ledger.values()} == {"queued"}
+
+
 def test_csv_named_by_a_job_file_is_not_made_a_second_job(share: Share) -> None:
     scanner = share.scanner()
     share.job("explicit", input_file="shared.csv")
@@ -292,6 +305,18 @@ def test_csvs_present_when_csv_intake_first_starts_are_not_run(share: Share) -> 
     assert settle_csv(share, share.scanner()) == []
     os.utime(old, ns=(2 * 10**18, 2 * 10**18))  # copied again
     assert len(settle_csv(share, scanner)) == 1
+
+
+def test_a_damaged_ledger_is_set_aside_without_rerunning_old_csvs(share: Share) -> None:
+    scanner = share.scanner()
+    (share.layout.input / "data.csv").write_text(GOOD_CSV)
+    assert settle_csv(share, scanner) == ["data"]
+    (share.layout.state / LEDGER_NAME).write_text('{"version": 1, "files": {"data.csv": 3}}')
+    restarted = share.scanner()
+    assert settle_csv(share, restarted) == [] and settle_csv(share, restarted) == []
+    assert len(list(share.layout.state.glob(f"{LEDGER_NAME}.damaged-*"))) == 1
+    ledger = json.loads((share.layout.state / LEDGER_NAME).read_text())["files"]
+    assert ledger["data.csv"]["state"] == "preexisting"
 
 
 def test_a_crash_between_ledger_and_job_file_is_finished_on_restart(share: Share) -> None:

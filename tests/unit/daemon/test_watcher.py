@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent
+from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, WatchDescriptor
 
 from daemon.share import ShareLayout
 from daemon.watcher import ShareWatcher, choose_observer, mount_fs_type
@@ -89,7 +89,7 @@ def test_inotify_queue_overflow_triggers_a_rescan(layout: ShareLayout) -> None:
     try:
         assert not watcher.wait_for_hint(0.2)
         # The kernel's overflow event, fed through watchdog's own inotify reader.
-        overflow = InotifyEvent(-1, InotifyConstants.IN_Q_OVERFLOW, 0, b"")
+        overflow = InotifyEvent(WatchDescriptor(-1), InotifyConstants.IN_Q_OVERFLOW, 0, b"")
         watcher._observer._inotify_fd.handle_event(overflow)  # type: ignore[union-attr]
         assert not watcher.healthy and watcher.hints == [None]
         assert watcher.wait_for_hint(WAKE_SECONDS)  # rebuilds the observer, then wakes
@@ -120,7 +120,7 @@ def test_deleted_folder_is_reported_and_watching_resumes(layout: ShareLayout) ->
 
 def test_start_fails_on_a_missing_folder_and_leaves_no_threads(tmp_path: Path) -> None:
     for kind in ("inotify", "polling"):
-        watcher = ShareWatcher([tmp_path / "missing"], observer=kind)  # type: ignore[arg-type]
+        watcher = ShareWatcher([tmp_path / "missing"], observer=kind)
         with pytest.raises(OSError):
             watcher.start()
         watcher.stop()
