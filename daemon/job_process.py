@@ -52,6 +52,7 @@ class JobProcess:
     term_sent_monotonic: float | None = None
     long_running_warned: bool = False
     pid: int | None = None
+    reaped: bool = False
 
     @classmethod
     def start_child(cls, job_id: str, payload: dict[str, Any], *,
@@ -126,7 +127,13 @@ class JobProcess:
         return sent is not None and now - sent >= grace_seconds
 
     def reap(self) -> None:
-        """Collect the exit status and kill anything left in the job's process group."""
+        """Collect the exit status and kill anything left in the job's process group.
+
+        Idempotent: the supervisor may retry recording an outcome while the share is away.
+        """
+        if self.reaped:
+            return
+        self.reaped = True
         self.process.join(timeout=5)
         self.read_messages()
         if self.pid is not None:

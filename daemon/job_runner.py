@@ -54,7 +54,7 @@ def run_optimization_job(
     summary = json.loads((request.output_dir / "summary.json").read_text(encoding="utf-8"))
     best = summary["best"]
     return {
-        "output_dir": str(request.output_dir),
+        "output_dir": f"output/{job_id}",  # relative: clients see the share elsewhere
         "best_algorithm": best["algorithm"],
         "best_fitness": best["fitness"],
         "best_raw_metric": best["raw_metric"],

@@ -120,6 +120,8 @@ class Supervisor:
         self._ready_sent = False
         self._queue_backlog_warned = False
         self._last_lease_renewal: dict[str, float] = {}
+        self._share_unavailable_since: float | None = None
+        self._last_status_text = ""
         #: Called on every periodic rescan request (the daemon revives its watcher here).
         self.on_rescan: Callable[[], object] | None = None
 
@@ -186,6 +188,19 @@ class Supervisor:
         logger.info("daemon stopped; nothing left running")
         return 0
 
+    def _share_trouble(self, exc: OSError) -> None:
+        """Log an unavailable share once per outage; jobs wait, nothing is failed for it."""
+        if self._share_unavailable_since is None:
+            self._share_unavailable_since = time.monotonic()
+            logger.error("the share is unavailable (%s); jobs wait until it returns", exc)
+
+    def _share_ok(self) -> None:
+        if self._share_unavailable_since is not None:
+            logger.warning("the share is available again after %.0f s",
+                           time.monotonic() - self._share_unavailable_since)
+            self._share_unavailable_since = None
+            self._scan_due = True
+
     def tick(self) -> None:
         """One pass of the loop; public so tests can drive the supervisor step by step."""
         waitables: list[Any] = [self._wake_r]
@@ -195,11 +210,16 @@ class Supervisor:
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
                 pass
-        self.monitor_children()
-        self._handle_requests()
-        if not self._stop_requested:
-            self._claim_new_jobs()
-        self._publish()
+        try:
+            self.monitor_children()
+            self._handle_requests()
+            if not self._stop_requested:
+                self._claim_new_jobs()
+            self._publish()
+        except OSError as exc:
+            self._share_trouble(exc)
+        else:
+            self._share_ok()
         self.systemd.ping_watchdog_if_due(time.monotonic())
 
     def _handle_requests(self) -> None:
@@ -231,13 +251,16 @@ class Supervisor:
                 self._on_message(record, child, message)
             if not child.is_alive():
                 child.reap()
-                del self.running[job_id]
-                self._last_lease_renewal.pop(job_id, None)
                 try:
                     success = self.outcomes.handle_exit(record, child)
                 except JobQueueError as exc:  # e.g. cancelled meanwhile, or taken over
                     logger.warning("%s: outcome not recorded: %s", job_id, exc)
+                    success = False
+                except OSError as exc:  # share unavailable: keep the job, try again next tick
+                    self._share_trouble(exc)
                     continue
+                del self.running[job_id]
+                self._last_lease_renewal.pop(job_id, None)
                 counted = child.kill_reason != "shutdown"
                 if counted and self.breaker.record(success, time.time()):
                     self._alert_breaker()
@@ -310,9 +333,9 @@ class Supervisor:
         self._scan_due = False
         try:
             ready = self.intake.scan()
-        except OSError as exc:  # the share is unavailable: wait for it, fail nothing
-            logger.warning("cannot scan the share (%s); will retry", exc)
-            return
+        except OSError:  # the share is unavailable: wait for it, fail nothing
+            self._scan_due = True
+            raise
         self._warn_if_backlogged(ready.oldest_wait_seconds)
         if not ready.jobs:
             return
@@ -403,8 +426,9 @@ class Supervisor:
         if not self._ready_sent:
             self._ready_sent = True
             self.systemd.ready(text)
-        else:
+        elif text != self._last_status_text:
             self.systemd.status(text)
+        self._last_status_text = text
 
     def _alert_breaker(self) -> None:
         jobs = self.settings.jobs

@@ -153,7 +153,9 @@ class SystemdNotifier:
         payload = "\n".join(lines).encode("utf-8", errors="replace")
         try:
             if self._socket is None:
-                kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                # Non-blocking: a notify socket nobody drains must never stall the main loop
+                # (which would also stop the watchdog pings that prove the loop is alive).
+                kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
                 self._socket = socket.socket(socket.AF_UNIX, kind)
             self._socket.sendto(payload, self._address)
         except OSError as exc:

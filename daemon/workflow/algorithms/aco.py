@@ -49,8 +49,7 @@ class AntColony(SearchAlgorithm):
 
     def _ask(self) -> IntArray:
         weights = self._pheromone**self.params.alpha * self._heuristic_weight
-        count = min(self.params.n_ants, self.evaluations_left)
-        return sample_weighted_subsets(self.rng, weights, self.problem.k, count)
+        return sample_weighted_subsets(self.rng, weights, self.problem.k, self.params.n_ants)
 
     def _tell(self, X: IntArray, F: FloatArray) -> None:
         p = self.params

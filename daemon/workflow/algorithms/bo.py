@@ -98,6 +98,20 @@ class BayesianOptimization(SearchAlgorithm):
         noise_sd = np.sqrt(scale / gammas)
         return np.asarray(mean[np.newaxis, :] + noise_sd[:, np.newaxis] * spread.T)
 
+    def predict_mean(self, X: IntArray) -> FloatArray:
+        """Return the posterior mean of the surrogate for pool portfolios ``X (n, k)``.
+
+        For diagnostics and tests: how well the model has learnt the fitness.
+
+        Raises:
+            ValueError: A portfolio holds a strategy outside the pool.
+        """
+        if (self._pool_position[np.asarray(X)] < 0).any():
+            raise ValueError("predict_mean needs portfolios of pool strategies")
+        precision = self._gram + np.diag(self._prior_precision)
+        mean = np.linalg.solve(precision, self._moment)
+        return np.asarray(self._features(self._inclusion(np.asarray(X))) @ mean)
+
     # -- acquisition -----------------------------------------------------------------------
 
     def _maximise_draws(self, draws: FloatArray) -> IntArray:
@@ -112,7 +126,7 @@ class BayesianOptimization(SearchAlgorithm):
             return np.asarray(chosen, dtype=np.intp)
         rows = np.arange(count)
         for _ in range(self.params.surrogate_search_steps):
-            gain, out_at, enter = _best_swaps(linear, pair, chosen)
+            gain, out_at, enter = best_surrogate_swaps(linear, pair, chosen)
             improving = gain > 1e-12
             if not improving.any():
                 break
@@ -126,10 +140,10 @@ class BayesianOptimization(SearchAlgorithm):
         self._moment = np.zeros(self._n_features)
         self._sum_squares = 0.0
         self._count = 0
-        positions = sample_subsets(self.rng, self._pool.size, self.problem.k, self.params.n_initial)
-        X = self._pool[positions]
         self._scored: set[bytes] = set()
         self._scored_rows: list[IntArray] = []
+        positions = sample_subsets(self.rng, self._pool.size, self.problem.k, self.params.n_initial)
+        X = self._novel(positions)
         self._tell(X, self.evaluate(X))
 
     def _ask(self) -> IntArray:
@@ -150,7 +164,7 @@ class BayesianOptimization(SearchAlgorithm):
                     seen.add(key)
                     batch.append(self._pool[candidate])
                     break
-                if attempt < _NOVELTY_TRIES:  # a random swap inside the pool
+                if attempt < _NOVELTY_TRIES and size > k:  # a random swap inside the pool
                     outside = np.setdiff1d(np.arange(size), candidate)
                     candidate[self.rng.integers(k)] = outside[self.rng.integers(outside.size)]
                 else:
@@ -189,7 +203,7 @@ def _key(row: IntArray) -> bytes:
     return np.sort(row).astype(np.int64).tobytes()
 
 
-def _best_swaps(
+def best_surrogate_swaps(
     linear: FloatArray, pair: FloatArray, chosen: IntArray
 ) -> tuple[FloatArray, IntArray, IntArray]:
     """Return, per drawn surrogate, the best single swap: ``(gain, member index, pool entry)``.

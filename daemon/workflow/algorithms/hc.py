@@ -35,12 +35,14 @@ class HillClimbing(SearchAlgorithm):
         self._min_sample = min(self.params.min_neighbours_per_step, self._max_sample)
 
     def _initialize(self) -> None:
+        self._restarts = -1  # the first climb is not a restart
         self._restart()
 
     def _restart(self) -> None:
         self._current = self.random_incumbent()
         self._sample = self._min_sample
         self._failed_steps = 0
+        self._restarts += 1
 
     def _neighbours(self) -> tuple[np.ndarray, np.ndarray]:
         current, k = self._current, self.problem.k
@@ -75,9 +77,11 @@ class HillClimbing(SearchAlgorithm):
             "current": self._current.to_state(),
             "sample": self._sample,
             "failed_steps": self._failed_steps,
+            "restarts": self._restarts,
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self._current = Incumbent.from_state(state["current"], self.problem.n_strategies)
         self._sample = int(state["sample"])
         self._failed_steps = int(state["failed_steps"])
+        self._restarts = int(state["restarts"])

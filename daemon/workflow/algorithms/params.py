@@ -42,7 +42,7 @@ class GAParams:
 
     population_fields: ClassVar[tuple[str, ...]] = ("population_size",)
 
-    population_size: int = 100
+    population_size: int = 400
     tournament_size: int = 3
     crossover_probability: float = 0.9
     #: Expected members swapped per child (each member swaps with probability mean / k).
@@ -68,7 +68,7 @@ class PSOParams:
 
     population_fields: ClassVar[tuple[str, ...]] = ("swarm_size",)
 
-    swarm_size: int = 40
+    swarm_size: int = 100
     #: Inertia falls linearly from start to end over the budget's progress.
     inertia_start: float = 0.9
     inertia_end: float = 0.4
@@ -78,7 +78,7 @@ class PSOParams:
     #: "Craziness" (Kennedy & Eberhart 1995): expected random strategies added to each
     #: velocity per step, with a uniform possibility; the swarm's only source of strategies
     #: that no particle has held.
-    craziness: float = 1.0
+    craziness: float = 2.0
 
     def __post_init__(self) -> None:
         if self.swarm_size < 2:
@@ -97,8 +97,8 @@ class SAParams:
 
     #: Probability of accepting an average worsening move at the start and at the end; the
     #: temperatures follow from moves sampled around the starting portfolio.
-    initial_acceptance: float = 0.5
-    final_acceptance: float = 0.001
+    initial_acceptance: float = 0.01
+    final_acceptance: float = 1e-8
     #: Random swaps scored at the start to calibrate the temperatures.
     calibration_moves: int = 200
     #: Neighbours scored per step, about 1 / acceptance rate within these bounds: a step
@@ -122,7 +122,7 @@ class DEParams:
 
     population_fields: ClassVar[tuple[str, ...]] = ("population_size",)
 
-    population_size: int = 50
+    population_size: int = 100
     #: F: probability that each member of the difference x_r2 - x_r3 is applied.
     differential_weight: float = 0.5
     #: CR: probability that each differing member of the mutant enters the trial.
@@ -141,7 +141,7 @@ class ACOParams:
 
     population_fields: ClassVar[tuple[str, ...]] = ("n_ants",)
 
-    n_ants: int = 50
+    n_ants: int = 100
     #: Exponents of pheromone (alpha) and heuristic (beta) in the choice weight.
     alpha: float = 1.0
     beta: float = 2.0
@@ -191,14 +191,14 @@ class BOParams:
     population_fields: ClassVar[tuple[str, ...]] = ("batch_size",)
 
     #: Strategies the surrogate models (best by single-strategy quality); all if fewer.
-    pool_size: int = 256
+    pool_size: int = 512
     #: Pairwise (second-order) terms among this many best pool members.
-    pairwise_pool_size: int = 24
+    pairwise_pool_size: int = 16
     #: Random portfolios from the pool scored before the first model fit.
     n_initial: int = 100
     #: Thompson samples (new portfolios) per iteration.
-    batch_size: int = 50
-    #: Prior variance of each coefficient, in units of the observed fitness variance.
+    batch_size: int = 100
+    #: Prior variance of each coefficient relative to the noise variance (w | s2 ~ N(0, s2 v)).
     prior_variance: float = 1.0
     #: Swap passes of the surrogate local search per Thompson sample.
     surrogate_search_steps: int = 10
