@@ -101,6 +101,11 @@ class OutcomeHandler:
             logger.info("%s: completed on attempt %d", record.job_id, record.attempts)
             return True
         error = self._error_of(child, message)
+        if child.kill_reason == "cancel":  # a person decided: no recovery, no alert
+            self.registry.fail(record, error)
+            self.status.job(record.job_id, {"state": "cancelled", "attempts": record.attempts},
+                            force=True)
+            return False
         self._fail_or_retry(record, error)
         return False
 

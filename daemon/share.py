@@ -86,11 +86,16 @@ class ShareLayout:
         """Daemon-private state (intake ledger, outbox, recovery histories); not for clients."""
         return self.root / ".heavy_optimizer"
 
+    @property
+    def cancel_requests(self) -> Path:
+        """``heavy-optimizer cancel`` drops ``<job_id>`` files here for running jobs."""
+        return self.state / "cancel"
+
     def folders(self) -> tuple[Path, ...]:
         return (self.input, self.queue, self.processing, self.retry, self.completed,
                 self.failed, self.status, self.output, self.checkpoints, self.logs,
                 self.logs / "errors", self.job_logs, self.state, self.state / "outbox",
-                self.state / "recovery")
+                self.cancel_requests)
 
     def ensure(self) -> None:
         """Create every folder (idempotent); the first run on an empty share sets it up."""

@@ -212,6 +212,7 @@ class Supervisor:
                 pass
         try:
             self.monitor_children()
+            self._apply_cancel_requests()
             self._handle_requests()
             if not self._stop_requested:
                 self._claim_new_jobs()
@@ -261,7 +262,7 @@ class Supervisor:
                     continue
                 del self.running[job_id]
                 self._last_lease_renewal.pop(job_id, None)
-                counted = child.kill_reason != "shutdown"
+                counted = child.kill_reason not in ("shutdown", "cancel")
                 if counted and self.breaker.record(success, time.time()):
                     self._alert_breaker()
                 self.outcomes.after_outcome(self.breaker.consecutive_failures)
@@ -287,6 +288,21 @@ class Supervisor:
                              f"{job_id} has run {child.elapsed_seconds(now) / 60:.0f} minutes and "
                              "is still making progress", job_id)
             self._renew_lease(record, child, now)
+
+    def _apply_cancel_requests(self) -> None:
+        """Stop running jobs an operator cancelled (the CLI cannot signal our children)."""
+        try:
+            names = os.listdir(self.layout.cancel_requests)
+        except FileNotFoundError:
+            return
+        for name in names:
+            entry = self.running.get(name)
+            if entry is not None and entry[0].kill_reason is None:
+                logger.warning("%s: cancelled by an operator; stopping it", name)
+                entry[0].kill_child("cancel")
+            if entry is None or entry[0].kill_reason == "cancel":
+                with contextlib.suppress(FileNotFoundError):
+                    (self.layout.cancel_requests / name).unlink()
 
     def _sweep_stuck(self) -> None:
         now = time.monotonic()

@@ -131,15 +131,16 @@ def test_hc_moves_to_the_best_neighbour_and_restarts(medium_problem: PortfolioPr
     hc = make_algorithm("HC", {"min_neighbours_per_step": k * (n - k)})
     hc.setup(medium_problem, algorithm_rng(1, "HC"), MaxEvaluations(6_000))
     hc.run(on_checkpoint=states.append, checkpoint_interval_seconds=0.0)
-    searches = [s["search"] for s in states]
     restarts = moves = 0
-    for before, after in zip(searches, searches[1:], strict=False):
+    for previous, state in zip(states, states[1:], strict=False):
+        before, after = previous["search"], state["search"]
         if after["restarts"] > before["restarts"]:
             restarts += 1
             continue
         x, moved = before["current"]["x"], after["current"]
-        if set(moved["x"].tolist()) == set(x.tolist()):
-            continue
+        scored = state["evaluations"] - previous["evaluations"]
+        if set(moved["x"].tolist()) == set(x.tolist()) or scored < k * (n - k):
+            continue  # no move, or the last step cut short by the budget
         moves += 1
         # Then every move is to the best of all k * (n - k) neighbours
         neighbours = np.array(
