@@ -111,8 +111,14 @@ def print_table(title: str, rows: list[Row], baseline: Row | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv", nargs="?", type=Path, default=None, help="strategy CSV")
-    parser.add_argument("--production", type=Path, nargs="?", const=Path(""), default=None,
-                        help="use the 82 x 25,544 production-scale file (optionally its path)")
+    parser.add_argument(
+        "--production",
+        type=Path,
+        nargs="?",
+        const=Path(""),
+        default=None,
+        help="use the 82 x 25,544 production-scale file (optionally its path)",
+    )
     parser.add_argument("-k", type=int, default=35, help="portfolio size (default 35)")
     parser.add_argument("--seed", type=int, default=None, help="job seed (default from config)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the 1M-sample RS row")
@@ -129,14 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     data = load_strategy_csv(path)
     load_seconds = time.perf_counter() - start
-    print(f"{path.name}: {data.days} days x {data.n_strategies} strategies, k={args.k}, "
-          f"seed={seed}, loaded in {load_seconds:.2f} s")
-    print(f"budget per algorithm: {budget.max_evaluations:,} evaluations or "
-          f"{budget.max_seconds:g} s, whichever comes first")
+    print(
+        f"{path.name}: {data.days} days x {data.n_strategies} strategies, k={args.k}, "
+        f"seed={seed}, loaded in {load_seconds:.2f} s"
+    )
+    print(
+        f"budget per algorithm: {budget.max_evaluations:,} evaluations or "
+        f"{budget.max_seconds:g} s, whichever comes first"
+    )
 
     for penalty in (config.optimizer.correlation_penalty_weight, 0.0):
         problem = PortfolioProblem(
-            data.pnl, args.k, metric=config.optimizer.fitness_metric,
+            data.pnl,
+            args.k,
+            metric=config.optimizer.fitness_metric,
             correlation_penalty_weight=penalty,
         )
         rows = [run_one(problem, name, config, seed, baseline=False) for name in ALGORITHMS]

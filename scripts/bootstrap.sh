@@ -10,7 +10,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 stamp="$venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  "$venv/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-  "$venv/bin/python" -m pip install --quiet -e "$root[test]"
+  log="$venv/install.log"
+  echo "Setting up $venv (first run only; log in $log)..." >&2
+  "$venv/bin/python" -m pip install --upgrade pip >"$log" 2>&1 || true
+  if ! "$venv/bin/python" -m pip install -e "$root[test]" >>"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "Installing the project failed; see $log" >&2
+    exit 1
+  fi
   rm -f "$venv"/.installed-* && touch "$stamp"
 fi

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from .base import Incumbent, SearchAlgorithm
+from .local_search import Incumbent, LocalSearch
 from .operators import sample_outside
 from .params import HCParams
 
 
-class HillClimbing(SearchAlgorithm):
+class HillClimbing(LocalSearch):
     """Steepest-ascent swap search on adaptive neighbourhood samples, with random restarts."""
 
     name = "HC"

@@ -1,10 +1,14 @@
 """Simulated annealing over single swaps, cooling geometrically across the whole budget.
 
-The temperature follows the termination's progress, ``T = T0 * (T_end / T0) ** progress``, so
-the schedule spans the budget whichever limit (evaluations or seconds) binds. ``T0`` and
-``T_end`` are calibrated at the start (Kirkpatrick; Johnson et al. 1989): the mean worsening
-``d`` of random swaps around the starting portfolio gives ``T = d / ln(1 / p)`` for the
-configured initial and final acceptance probabilities ``p``.
+The schedule is set in acceptance terms (Kirkpatrick; Johnson et al. 1989): the probability of
+accepting an average worsening move falls geometrically from ``initial_acceptance`` to
+``final_acceptance`` as the termination's progress goes from 0 to 1, so the cooling spans the
+budget whichever limit (evaluations or seconds) binds. The temperature is that probability
+turned into fitness units, ``T = d / ln(1 / p)``, with ``d`` the mean worsening of the moves
+tried: first from ``calibration_moves`` random swaps around the starting portfolio, then a
+running mean. Fitness scales change by two orders of magnitude between a random portfolio and a
+good one (ROI / drawdown), so a temperature fixed from the start would freeze the search within
+its first percent; the running scale keeps the schedule meaningful all the way.
 
 Moves (a random member out, a random outside strategy in) are drawn in batches against the
 current portfolio and scored at once, O(days) each; the Metropolis test then runs over them in
@@ -21,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Incumbent, SearchAlgorithm
+from .local_search import Incumbent, LocalSearch
 from .operators import sample_outside
 from .params import SAParams
 
@@ -29,12 +33,12 @@ from .params import SAParams
 _RATE_DECAY = 0.95
 #: Weight of each step's mean worsening in the running scale of worsening moves.
 _SCALE_RATE = 0.05
-#: Mean worsening assumed when no calibration move made things worse.
+#: Mean worsening assumed while no move tried has made things worse.
 _MIN_DELTA = 1e-9
 
 
-class SimulatedAnnealing(SearchAlgorithm):
-    """Metropolis acceptance of swap moves under a calibrated geometric schedule."""
+class SimulatedAnnealing(LocalSearch):
+    """Metropolis acceptance of swap moves under a geometric acceptance schedule."""
 
     name = "SA"
     params_type = SAParams

@@ -80,7 +80,7 @@ def decode(value: Any) -> Any:
 
 def json_roundtrip(state: dict[str, Any]) -> dict[str, Any]:
     """Serialise a state as a checkpoint would (strict JSON) and read it back."""
-    return decode(json.loads(json.dumps(encode(state), allow_nan=False)))  # type: ignore[no-any-return]
+    return decode(json.loads(json.dumps(encode(state), allow_nan=False)))
 
 
 def ticking_clock(step: float = 1.0) -> Any:
@@ -113,7 +113,7 @@ def test_budget_is_exact_and_output_valid(medium_problem: PortfolioProblem, name
     assert result.evaluations == BUDGET == algorithm.evaluations
     assert result.best_x.shape == (medium_problem.k,)
     assert len(set(result.best_x.tolist())) == medium_problem.k
-    assert 0 <= result.best_x.min() and result.best_x.max() < medium_problem.n_strategies
+    assert result.best_x.min() >= 0 and result.best_x.max() < medium_problem.n_strategies
     assert np.all(np.diff(result.best_x) > 0)
     # And the reported fitness is the fitness of that portfolio
     rescored = medium_problem.evaluate(result.best_x[np.newaxis, :])[0]
@@ -338,7 +338,7 @@ def test_out_of_memory_becomes_memory_limit_error() -> None:
 def test_nan_fitness_is_an_algorithm_error() -> None:
     pnl = structured_pnl(1, 30)
     problem = PortfolioProblem(pnl, 5)
-    problem.evaluate = lambda X: np.full(len(X), np.nan)  # type: ignore[method-assign]
+    problem.evaluate = lambda X: np.full(np.shape(X)[0], np.nan)  # type: ignore[method-assign]
     algorithm = make_algorithm("RS")
     algorithm.setup(problem, algorithm_rng(1, "RS"), MaxEvaluations(10))
     with pytest.raises(AlgorithmError, match="NaN"):
@@ -356,8 +356,11 @@ def test_reduced_population_still_runs(medium_problem: PortfolioProblem, name: s
     for field in type(algorithm.params).population_fields:
         before, after = getattr(algorithm.params, field), getattr(smaller.params, field)
         assert after == max(4, before // 2)
-    smaller.setup(medium_problem, algorithm_rng(1, name), budget_termination(
-        max_evaluations=600, max_seconds=None))
+    smaller.setup(
+        medium_problem,
+        algorithm_rng(1, name),
+        budget_termination(max_evaluations=600, max_seconds=None),
+    )
     assert smaller.run().evaluations == 600
 
 

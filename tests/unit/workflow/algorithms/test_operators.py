@@ -58,7 +58,11 @@ def assert_valid(X: np.ndarray, n_strategies: int, k: int) -> None:
 @given(st.data())
 def test_duplicate_mask_and_contains_match_brute_force(data: st.DataObject) -> None:
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    n, kx, ky = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 8)), data.draw(st.integers(0, 8))
+    n, kx, ky = (
+        data.draw(st.integers(1, 5)),
+        data.draw(st.integers(1, 8)),
+        data.draw(st.integers(0, 8)),
+    )
     X, Y = rng.integers(0, 6, (n, kx)), rng.integers(0, 6, (n, ky))
     yielding = rng.random((n, kx)) < 0.5
     for r in range(n):
@@ -109,14 +113,15 @@ def test_sample_subsets_are_uniform(n_strategies: int, k: int) -> None:
 
 def exact_successive(weights: list[float], k: int) -> dict[tuple[int, ...], float]:
     """Probability of each subset under one-at-a-time sampling proportional to weights."""
-    probs: Counter[tuple[int, ...]] = Counter()
+    probs: dict[tuple[int, ...], float] = {}
     for order in itertools.permutations(range(len(weights)), k):
         p, left = 1.0, sum(weights)
         for i in order:
             p *= weights[i] / left
             left -= weights[i]
-        probs[tuple(sorted(order))] += p
-    return dict(probs)
+        key = tuple(sorted(order))
+        probs[key] = probs.get(key, 0.0) + p
+    return probs
 
 
 @pytest.mark.parametrize(

@@ -115,7 +115,8 @@ def test_sa_accepts_worse_moves_early_and_almost_none_late(
 
     sa.run(progress=record)
     worse = [
-        progress for (progress, f), (_, previous) in zip(current[1:], current, strict=False)
+        progress
+        for (progress, f), (_, previous) in zip(current[1:], current, strict=False)
         if f < previous
     ]
     early = sum(p < 0.3 for p in worse)
@@ -132,7 +133,7 @@ def test_hc_moves_to_the_best_neighbour_and_restarts(medium_problem: PortfolioPr
     hc.setup(medium_problem, algorithm_rng(1, "HC"), MaxEvaluations(6_000))
     hc.run(on_checkpoint=states.append, checkpoint_interval_seconds=0.0)
     restarts = moves = 0
-    for previous, state in zip(states, states[1:], strict=False):
+    for previous, state in itertools.pairwise(states):
         before, after = previous["search"], state["search"]
         if after["restarts"] > before["restarts"]:
             restarts += 1
