@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import run, run_job
+from . import doctor, run, run_job
 
 #: Registered verbs, in the order ``--help`` lists them.
-COMMANDS: tuple[ModuleType, ...] = (run, run_job)
+COMMANDS: tuple[ModuleType, ...] = (run, run_job, doctor)
