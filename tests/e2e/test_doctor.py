@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.share import ShareLayout
 from tests.daemon_harness import make_config_dir
 from tests.servers import slack_server, smtp_server, unused_port
 
@@ -37,11 +38,6 @@ def test_healthy_setup_passes_and_test_alert_arrives(tmp_path: Path) -> None:
     with smtp_server() as smtp, slack_server() as slack:
         config = make_config_dir(tmp_path / "cfg",
                                  error_handling=_notifications(smtp.port, slack.url))
-        subprocess.run([sys.executable, "-m", "daemon.cli", "doctor", "--config-dir",
-                        str(config), "--share", str(share)], capture_output=True, timeout=50)
-        share.mkdir(exist_ok=True)
-        from daemon.share import ShareLayout
-
         ShareLayout(share).ensure()
         result = _doctor(config, share, "--send-test-alert")
         assert smtp.wait_for_messages(1, timeout=10)
