@@ -75,6 +75,9 @@ class JobProcessorConfig:
     max_retry_attempts: int = 3
     scan_interval: float = 2.0
     settle_seconds: float = 2.0
+    #: How long a job file may wait for its input CSV to appear (or stop being empty) before
+    #: it is failed: clients may drop the job file before the CSV copy starts.
+    input_wait_seconds: float = 120.0
     heartbeat_interval: float = 2.0
     stuck_job_threshold: float = 600.0
     enable_notifications: bool = True
@@ -94,7 +97,7 @@ class JobProcessorConfig:
 
     def __post_init__(self) -> None:
         positive = ("job_timeout", "scan_interval", "heartbeat_interval", "stuck_job_threshold",
-                    "drain_timeout", "max_job_memory_mb")
+                    "drain_timeout", "max_job_memory_mb", "input_wait_seconds")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be greater than 0")

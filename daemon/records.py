@@ -190,6 +190,31 @@ class JobRecord:
         return final
 
 
+#: Keys a final record (:meth:`JobRecord.final_record`) or an intake rejection adds to the spec.
+OUTCOME_KEYS = frozenset({"status", "attempts", "started_at", "finished_at", "execution_time",
+                          "output_dir", "portfolio_sizes", "history", "adjustments", "error",
+                          "source_file"})
+
+
+def original_spec(final: dict[str, Any]) -> dict[str, Any]:
+    """The client's job spec inside a completed/ or failed/ record, to run the job again.
+
+    :meth:`JobRecord.final_record` writes the spec's keys first, then the outcome, ending
+    with ``history`` (and ``adjustments``); result fields new to the spec are appended after
+    it. So outcome keys are dropped by name and result fields by position. A result field
+    that shares a spec key overwrote it in place: ``portfolio_size`` (the best size of a
+    sweep) is restored from ``portfolio_sizes``. JSON keeps key order, so this holds for
+    records read back from the share.
+    """
+    keys = list(final)
+    end = keys.index("history") + 1 if "history" in final else len(keys)
+    spec = {key: final[key] for key in keys[:end] if key not in OUTCOME_KEYS}
+    sizes = final.get("portfolio_sizes")
+    if isinstance(sizes, list) and sizes and all(isinstance(s, int) for s in sizes):
+        spec["portfolio_size"] = sizes[0] if len(sizes) == 1 else [min(sizes), max(sizes)]
+    return spec
+
+
 @dataclass(frozen=True)
 class QueuedJob:
     """A validated entry of queue/, ready to be claimed."""

@@ -308,6 +308,18 @@ class JobRegistry:
         logger.warning("Rejected job %s: %s", job_id, error.message)
         return target
 
+    def locate(self, job_id: str) -> tuple[str, Path] | None:
+        """Like :meth:`find`, but also finds a queued job whose file has another name.
+
+        Clients name their job files freely (``nightly.json`` holding ``"job_id": "abc"``),
+        and a requeued record may be ``<job_id>.1.json``; those are found by content.
+        """
+        found = self.find(job_id)
+        if found is not None and found[0] in ("processing", "retry", "queue"):
+            return found
+        entry = next((e for e in self.queued() if e.job_id == job_id), None)
+        return ("queue", entry.path) if entry is not None else found
+
     # -- internals ------------------------------------------------------------------------
 
     @staticmethod
@@ -420,7 +432,11 @@ class JobRegistry:
 
     def _finish(self, record: JobRecord, status: JobStatus, folder: str,
                 fields: dict[str, Any], error: dict[str, Any] | None = None) -> Path:
-        source = self._take(record)
+        return self._finalize(record, self._take(record), status, folder, fields, error)
+
+    def _finalize(self, record: JobRecord, source: Path, status: JobStatus, folder: str,
+                  fields: dict[str, Any], error: dict[str, Any] | None) -> Path:
+        """Write the final record to ``folder``, then remove ``source`` (the old file)."""
         now = self.clock()
         record.close_attempt(now, folder, error)
         record.state = status

@@ -95,6 +95,7 @@ class Supervisor:
             self.layout, self.registry, settle_seconds=jobs.settle_seconds,
             auto_jobs_from_csv=jobs.auto_jobs_from_csv,
             default_portfolio_size=jobs.default_portfolio_size,
+            input_wait_seconds=jobs.input_wait_seconds,
         )
         self.notifier = notifier
         self.systemd = systemd or SystemdNotifier.from_environment()

@@ -37,6 +37,18 @@ def quick_job(payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopChe
     return _output(payload)
 
 
+def timed_job(payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCheck) -> dict[str, Any]:
+    """Works ``sleep_seconds`` (default 20 ms) and records when it ran, for overlap checks.
+
+    The times are ``time.monotonic()``: on Linux one clock for every process on the host,
+    so intervals of different job processes can be compared.
+    """
+    start = time.monotonic()
+    heartbeat({"stage": "work", "progress": 0.0})
+    time.sleep(float(payload["spec"].get("sleep_seconds", 0.02)))
+    return _output(payload, start_monotonic=start, end_monotonic=time.monotonic())
+
+
 def sleepy_job(payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCheck) -> dict[str, Any]:
     """Works for ``sleep_seconds`` with progress, honouring stop requests at safe points."""
     duration = float(payload["spec"].get("sleep_seconds", 1.0))

@@ -1,14 +1,18 @@
 """``optimizer_config.json``: what a job optimises and with which budgets, validated once.
 
 Sections: ``optimizer`` (seed, fitness, penalty, algorithms to run, per-algorithm budget,
-mid-run checkpoint interval), ``data`` (metadata columns, blank-cell policy) and
-``algorithms`` (each algorithm's parameters, see :mod:`.algorithms.params`). A job file may
-override the seed, fitness and algorithm list; everything else is the site's policy.
+mid-run checkpoint interval), ``data`` (metadata columns, blank-cell policy), ``algorithms``
+(each algorithm's parameters, see :mod:`.algorithms.params`) and ``heavydb`` (the optional
+HeavyDB backend, see :mod:`.backends.heavydb_config`; its ``HEAVYDB_*`` environment overrides
+are applied when the file is loaded). A job file may override the seed, fitness, algorithm list
+and execution mode; everything else is the site's policy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +21,7 @@ from daemon.error_handling.settings import build_dataclass, read_json_file
 
 from .algorithms import ALGORITHMS
 from .algorithms.params import AlgorithmsConfig
+from .backends.heavydb_config import HeavyDBConfig
 from .data import DEFAULT_EXCLUDED
 from .fitness import FITNESS_METRICS
 
@@ -72,22 +77,31 @@ class OptimizerConfig:
     optimizer: OptimizerSection = OptimizerSection()
     data: DataSection = DataSection()
     algorithms: AlgorithmsConfig = AlgorithmsConfig()
+    heavydb: HeavyDBConfig = HeavyDBConfig()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form, recorded in each job's summary as the effective config."""
-        return dataclasses.asdict(self)
+        """JSON form, recorded in each job's summary as the effective config (no secrets)."""
+        data = dataclasses.asdict(self)
+        data["heavydb"] = self.heavydb.redacted()
+        return data
 
 
 def load_optimizer_config(
-    path: str | Path | None, *, unknown: list[str] | None = None
+    path: str | Path | None,
+    *,
+    unknown: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> OptimizerConfig:
     """Load ``optimizer_config.json``; ``None`` means the built-in defaults.
+
+    ``HEAVYDB_*`` variables of ``environ`` (default: the process environment, read now)
+    override the ``heavydb`` section.
 
     Raises:
         ConfigurationError: Unreadable, not JSON, or a wrong type/value (file and key named).
     """
-    if path is None:
-        return OptimizerConfig()
-    return build_dataclass(
+    config = OptimizerConfig() if path is None else build_dataclass(
         OptimizerConfig, read_json_file(Path(path)), source=str(path), unknown=unknown
     )
+    heavydb = config.heavydb.with_environment(os.environ if environ is None else environ)
+    return dataclasses.replace(config, heavydb=heavydb)

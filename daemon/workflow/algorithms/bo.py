@@ -10,7 +10,10 @@ and each batch of new observations is a rank update, not a refit on the whole hi
 Acquisition: Thompson sampling. Each new portfolio maximises one posterior draw of the
 surrogate: start from the top-k of the draw's first-order weights, then best-improvement swaps
 on the drawn surrogate (BOCS uses simulated annealing on it), so a batch of draws gives a
-batch of diverse proposals. Only the swap passes' gains are computed, in O(k * pool) each.
+batch of diverse proposals. A swap pass costs O(pool + k * block) per draw, since outside the
+pairwise block the best entrant is the same whichever member leaves. Each iteration costs one
+Cholesky factorisation and one solve of the ``D x D`` posterior precision, ``D = 1 + pool +
+block (block - 1) / 2`` (633 at the defaults), for the whole batch of draws.
 
 The objective is deterministic, so scoring a portfolio twice teaches the model nothing and only
 makes the posterior overconfident: a proposal already scored (or repeated within its batch)

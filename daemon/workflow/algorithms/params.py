@@ -190,7 +190,8 @@ class BOParams:
 
     population_fields: ClassVar[tuple[str, ...]] = ("batch_size",)
 
-    #: Strategies the surrogate models (best by single-strategy quality); all if fewer.
+    #: Strategies the surrogate models: the best by single-strategy quality, at least 2k (all
+    #: strategies when there are fewer).
     pool_size: int = 512
     #: Pairwise (second-order) terms among this many best pool members.
     pairwise_pool_size: int = 16

@@ -5,7 +5,10 @@ A particle's position is a portfolio; its velocity is a set of strategies with p
 ``v <- w v + c1 r1 (pbest - x) + c2 r2 (gbest - x)`` in set form: ``pbest - x`` is the set of
 personal-best members the particle lacks, a coefficient times a set scales possibilities
 (capped at 1), and ``+`` keeps the larger possibility per strategy. ``r1``, ``r2`` are uniform
-per element and the inertia ``w`` falls linearly over the budget.
+per element and the inertia ``w`` falls linearly over the budget. As in the original PSO's
+"craziness" (Kennedy & Eberhart 1995), each velocity also gains a few random strategies with
+random possibilities; without it a swarm only ever recombines the strategies its first
+positions held, a vanishing share of 25,544.
 
 The position update takes the velocity's cut at a random level ``alpha``: strategies with
 possibility at least ``alpha`` enter, strongest first (at most ``k``), displacing members that
