@@ -68,7 +68,7 @@ def run_one(
         MaxEvaluations(BASELINE_SAMPLES)
         if baseline
         else budget_termination(
-            max_evaluations=budget.max_evaluations, max_seconds=budget.max_seconds
+            max_evaluations=budget.evaluations_for(name), max_seconds=budget.max_seconds
         )
     )
     algorithm.setup(problem, algorithm_rng(seed, name), termination)

@@ -7,18 +7,18 @@ non-zero status, never a traceback (tracebacks are for bugs, and go to the logs)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from daemon import __version__
 from daemon.commands import COMMANDS
+from daemon.commands.common import EXIT_FAILURE, EXIT_USAGE
 from daemon.error_handling.errors import HeavyOptimizerError
 
-#: Exit status for bad input or configuration (argparse uses 2 for usage errors too).
-EXIT_USAGE = 2
-#: Exit status for a job or command that ran and failed.
-EXIT_FAILURE = 1
+__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"heavy-optimizer {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `heavy-optimizer logs | head`: the reader has had enough
+        with contextlib.suppress(OSError):  # no "Exception ignored" at exit's flush
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return EXIT_FAILURE
+    except OSError as exc:  # the share or a file is unavailable: say which, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"heavy-optimizer {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         logging.shutdown()
 

@@ -43,7 +43,8 @@ FAST_JOB_PROCESSOR: dict[str, Any] = {
 }
 #: Optimizer settings for real optimisation jobs in tests: small exact budgets.
 FAST_OPTIMIZER: dict[str, Any] = {
-    "optimizer": {"budget": {"max_evaluations": 3000, "max_seconds": 60},
+    "optimizer": {"budget": {"max_evaluations": 3000, "max_seconds": 60,
+                             "evaluations_per_algorithm": {"BO": 500}},
                   "checkpoint_interval": 0.05},
 }
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import doctor, run, run_job
+from . import cancel, checkpoints, doctor, init_share, logs, retry, run, run_job, status, submit
 
 #: Registered verbs, in the order ``--help`` lists them.
-COMMANDS: tuple[ModuleType, ...] = (run, run_job, doctor)
+COMMANDS: tuple[ModuleType, ...] = (
+    run, run_job, submit, status, retry, cancel, checkpoints, logs, init_share, doctor,
+)

@@ -60,12 +60,10 @@ def main(args: argparse.Namespace) -> int:
     for _ in range(MAX_LOOKS):  # the job may move while we look (claimed, released)
         found = registry.locate(job_id)
         if found is None:
-            print(f"job {job_id} not found in {layout.root}")
-            return EXIT_FAILURE
+            raise JobQueueError(f"job {job_id} not found in {layout.root}")
         where, path = found
         if where in ("completed", "failed"):
-            print(f"job {job_id} is already {where}; nothing to cancel")
-            return EXIT_FAILURE
+            raise JobQueueError(f"job {job_id} is already {where}; nothing to cancel")
         if where == "processing":
             record = registry.read_record(path)
             _request_stop(layout, job_id, user, record.lease if record else None)

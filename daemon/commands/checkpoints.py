@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from daemon.commands.common import (
-    EXIT_FAILURE,
     EXIT_OK,
     add_share_options,
     check_job_id,
@@ -28,7 +27,7 @@ from daemon.commands.common import (
 from daemon.error_handling.checkpoint import CheckpointManager, prune_expired_jobs
 from daemon.error_handling.checkpoint_folder import NAME_PATTERN, CheckpointInfo
 from daemon.error_handling.config import CheckpointConfig
-from daemon.error_handling.errors import JobSpecError
+from daemon.error_handling.errors import CheckpointLoadError, JobSpecError
 from daemon.share import ShareLayout
 
 #: Longest text shown for a string value in ``show``.
@@ -83,8 +82,7 @@ def list_main(args: argparse.Namespace) -> int:
     if args.job_id is not None:
         entries = _manager(layout, config, args.job_id).list_checkpoints()
         if not entries:
-            print(f"job {args.job_id} has no checkpoints")
-            return EXIT_FAILURE
+            raise CheckpointLoadError(f"job {args.job_id} has no checkpoints")
         if args.json:
             print_json([dataclasses.asdict(entry) for entry in entries])
             return EXIT_OK
@@ -92,7 +90,7 @@ def list_main(args: argparse.Namespace) -> int:
             print(f"{entry.name:<24} {entry.created_at}  {_size(entry.size_bytes):>9}  "
                   f"{entry.sha256}  {entry.description}")
         return EXIT_OK
-    jobs = []
+    jobs: list[dict[str, Any]] = []
     for job_id in _job_folders(layout):
         entries = _manager(layout, config, job_id).list_checkpoints()
         jobs.append({"job_id": job_id, "count": len(entries),
@@ -136,8 +134,7 @@ def show_main(args: argparse.Namespace) -> int:
     chosen = [e for e in entries if e.name == args.name] if args.name else entries[-1:]
     if not chosen:
         what = f"no checkpoint named {args.name}" if args.name else "no checkpoints"
-        print(f"job {args.job_id} has {what}")
-        return EXIT_FAILURE
+        raise CheckpointLoadError(f"job {args.job_id} has {what}")
     info: CheckpointInfo = chosen[-1]
     state = manager.load_checkpoint(info.name)  # verifies the sha256; raises if unusable
     layout_of_state = {key: describe(value) for key, value in state.items()}

@@ -158,7 +158,8 @@ def describe_final(layout: ShareLayout, where: str, record: dict[str, Any]) -> l
         if isinstance(output, str):
             lines.append(f"  output: {layout.root / output}")
     else:
-        error = record.get("error") if isinstance(record.get("error"), dict) else {}
+        error = record.get("error")
+        error = error if isinstance(error, dict) else {}
         lines.append(f"  error: {error.get('code', '?')} (stage {error.get('stage') or '?'}): "
                      f"{error.get('message', 'no reason recorded')}")
     return lines

@@ -17,7 +17,6 @@ from typing import Any
 import psutil
 
 from daemon.commands.common import (
-    EXIT_FAILURE,
     EXIT_OK,
     REGISTRIES,
     add_share_options,
@@ -32,10 +31,13 @@ from daemon.commands.common import (
 )
 from daemon.error_handling.checkpoint import CheckpointManager
 from daemon.error_handling.config import CheckpointConfig
+from daemon.error_handling.errors import JobQueueError
 from daemon.operator_registry import OperatorRegistry
 from daemon.records import JobRecord
 from daemon.share import ShareLayout
 
+#: How the overview names the registries of ``REGISTRIES``.
+COUNT_LABELS = ("queued", "running", "waiting for retry", "completed", "failed")
 #: A daemon summary older than this (and not provably alive on this host) looks stopped.
 STALE_SUMMARY_SECONDS = 60.0
 
@@ -61,8 +63,7 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_OK
     job = _job(layout, registry, check_job_id(args.job_id), settings.error_handling.checkpoint)
     if job is None:
-        print(f"job {args.job_id} not found in {layout.root}")
-        return EXIT_FAILURE
+        raise JobQueueError(f"job {args.job_id} not found in {layout.root}")
     if args.json:
         print_json(job)
     else:
@@ -127,7 +128,8 @@ def _print_overview(layout: ShareLayout, overview: dict[str, Any]) -> None:
         if daemon.get("resource_wait"):
             print(f"resources: new jobs wait: {daemon['resource_wait']}")
     counts = overview["counts"]
-    print("jobs: " + ", ".join(f"{counts.get(name, 0)} {name}" for name in REGISTRIES))
+    print("jobs: " + ", ".join(f"{counts.get(name, 0)} {label}"
+                               for name, label in zip(REGISTRIES, COUNT_LABELS, strict=True)))
     for job in overview["running"]:
         progress = job.get("progress")
         percent = f"{progress * 100:.0f}%" if isinstance(progress, int | float) else "?"

@@ -300,7 +300,7 @@ class OptimizationPipeline:
             algorithm.setup(
                 problem,
                 algorithm_rng(self.request.seed, f"{name}@k{k}"),
-                budget_termination(max_evaluations=budget.max_evaluations,
+                budget_termination(max_evaluations=budget.evaluations_for(name),
                                    max_seconds=budget.max_seconds),
             )
             if partial is not None:

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.timeout(120)
 
 SENSEX = SAMPLES_DIR / "sensex_82x500.csv"
 FAST = OptimizerConfig(
-    optimizer=OptimizerSection(budget=BudgetConfig(max_evaluations=4000, max_seconds=60.0))
+    optimizer=OptimizerSection(budget=BudgetConfig(max_evaluations=4000, max_seconds=60.0,
+                                                   evaluations_per_algorithm={"BO": 600}))
 )
 
 
@@ -121,17 +122,18 @@ def test_memory_error_retries_algorithm_with_halved_population(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = GeneticAlgorithm._initialize
+    default = FAST.algorithms.GA.population_size
     sizes: list[int] = []
 
     def hungry(self: GeneticAlgorithm) -> None:
         sizes.append(self.params.population_size)
-        if self.params.population_size > 60:
+        if self.params.population_size > default // 2:
             raise MemoryError("injected: population too large")
         original(self)
 
     monkeypatch.setattr(GeneticAlgorithm, "_initialize", hungry)
     summary = _run(tmp_path, _request(tmp_path, algorithms=("GA",)))
-    assert sizes == [100, 50]
+    assert sizes == [default, default // 2]
     run = summary["algorithms"][0]
     assert run["status"] == "completed" and "population reduced" in run["recovery_note"]
     report = json.loads((tmp_path / "out" / "recovery_report_job-1.json").read_text())
