@@ -30,7 +30,7 @@ def _no_child_leaks() -> Iterator[None]:
     yield
     leaked = [p for p in me.children(recursive=True) if p.pid not in before]
     if leaked:
-        gone, alive = psutil.wait_procs(leaked, timeout=5)
+        _, alive = psutil.wait_procs(leaked, timeout=5)
         for proc in alive:
             proc.kill()
         assert not alive, f"child processes leaked by the test: {[p.pid for p in alive]}"

@@ -31,13 +31,17 @@ def _output(payload: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"output_dir": str(out), **result}
 
 
-def quick_job(payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCheck) -> dict[str, Any]:
+def quick_job(
+    payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCheck
+) -> dict[str, Any]:
     """Succeeds at once (throughput and exactly-once tests)."""
     heartbeat({"stage": "work", "progress": 1.0})
     return _output(payload)
 
 
-def timed_job(payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCheck) -> dict[str, Any]:
+def timed_job(
+    payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCheck
+) -> dict[str, Any]:
     """Works ``sleep_seconds`` (default 20 ms) and records when it ran, for overlap checks.
 
     The times are ``time.monotonic()``: on Linux one clock for every process on the host,
@@ -49,7 +53,9 @@ def timed_job(payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopChe
     return _output(payload, start_monotonic=start, end_monotonic=time.monotonic())
 
 
-def sleepy_job(payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCheck) -> dict[str, Any]:
+def sleepy_job(
+    payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCheck
+) -> dict[str, Any]:
     """Works for ``sleep_seconds`` with progress, honouring stop requests at safe points."""
     duration = float(payload["spec"].get("sleep_seconds", 1.0))
     start = time.monotonic()
@@ -82,7 +88,9 @@ def ignore_sigterm_job(payload: dict[str, Any], heartbeat: Heartbeat,
         time.sleep(0.05)
 
 
-def silent_job(payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCheck) -> dict[str, Any]:
+def silent_job(
+    payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCheck
+) -> dict[str, Any]:
     """Hangs without heartbeats on the first attempt (stuck); succeeds on the next."""
     if payload["attempt"] > 1:
         return quick_job(payload, heartbeat, stop_check)
@@ -90,7 +98,9 @@ def silent_job(payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCh
         time.sleep(0.5)
 
 
-def poison_job(payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCheck) -> dict[str, Any]:
+def poison_job(
+    payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCheck
+) -> dict[str, Any]:
     """Kills its own process on every attempt."""
     heartbeat({"stage": "work"})
     os.kill(os.getpid(), signal.SIGKILL)

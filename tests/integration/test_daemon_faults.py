@@ -53,7 +53,8 @@ def _final(share: Path, job_id: str) -> dict[str, Any] | None:
 
 def _status(share: Path, job_id: str) -> dict[str, Any]:
     try:
-        value: dict[str, Any] = json.loads((share / "jobs" / "status" / f"{job_id}.json").read_text())
+        path = share / "jobs" / "status" / f"{job_id}.json"
+        value: dict[str, Any] = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
     return value
@@ -125,7 +126,7 @@ def test_sigterm_drains_then_requeues_with_checkpoint(tmp_path: Path, share: Pat
         # Given one job that finishes within the drain and one that cannot
         drop_job(share, "short", sleep_seconds=0.8)
         drop_job(share, "endless", sleep_seconds=60)
-        wait_for(lambda: _status(share, "short").get("pid") and _status(share, "endless").get("pid"),
+        wait_for(lambda: all(_status(share, job).get("pid") for job in ("short", "endless")),
                  timeout=30, message="both running")
         # When the daemon gets SIGTERM
         daemon.signal(signal.SIGTERM)
