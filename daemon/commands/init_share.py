@@ -31,7 +31,9 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"{root} exists and is not a folder; give the folder that "
                                  "should become the share")
     layout = ShareLayout(root)
-    for folder in layout.folders():
+    needed = {path for folder in layout.folders()
+              for path in (folder, *folder.parents) if root in path.parents}
+    for folder in sorted(needed):
         if folder.exists() and not folder.is_dir():
             raise ConfigurationError(f"{folder} is a file where the share needs a folder; "
                                      "move it away and run init-share again")

@@ -108,14 +108,15 @@ class wait_backoff(wait_base):  # lower case: tenacity's naming for wait strateg
 
 
 def retry(
-    max_attempts: int = 3,
-    delay: float = 1.0,
-    backoff: BackoffKind = "exponential",
-    max_delay: float = 60.0,
+    max_attempts: int | None = None,
+    delay: float | None = None,
+    backoff: BackoffKind | None = None,
+    max_delay: float | None = None,
     jitter: bool = True,
     exceptions: ExceptionTypes = (Exception,),
     on_retry: OnRetry | None = None,
     *,
+    config: ErrorHandlingConfig | RetryConfig | None = None,
     sleep: Callable[[float], Any] | None = None,
     stop_event: threading.Event | None = None,
     rng: random.Random | None = None,
@@ -126,10 +127,12 @@ def retry(
     fails, :class:`RetryError` is raised from the last exception.
 
     Args:
-        max_attempts: Attempts in total, the first one included.
-        delay: Base wait in seconds after the first failure.
-        backoff: How the wait grows: ``exponential``, ``linear`` or ``fixed``.
-        max_delay: Upper bound of any single wait, jitter included.
+        max_attempts: Attempts in total, the first one included (default: config
+            ``retry.default_max_attempts``, 3).
+        delay: Base wait in seconds after the first failure (``retry.default_delay``, 1.0).
+        backoff: How the wait grows: ``exponential``, ``linear`` or ``fixed``
+            (``retry.default_backoff``).
+        max_delay: Upper bound of any single wait, jitter included (``retry.max_delay``, 60).
         jitter: Add up to 10 % random extra to each wait (see :class:`wait_backoff`).
         exceptions: Exception types worth another attempt.
         on_retry: Called as ``on_retry(exception, attempt, wait_seconds)`` before each wait;
@@ -138,10 +141,21 @@ def retry(
         stop_event: Shutdown event. Once set, no attempt starts after a failure; in sync
             functions it also cuts the current wait short (unless ``sleep`` is given).
         rng: Random source of the jitter.
+        config: Where defaults come from; ``None`` loads the config file when a default is
+            needed (at decoration time, never at import).
 
     Raises:
         ValueError: An argument is out of range.
     """
+    if None in (max_attempts, delay, backoff, max_delay):
+        loaded = config if config is not None else load_error_handling_config()
+        defaults = loaded.retry if isinstance(loaded, ErrorHandlingConfig) else loaded
+        max_attempts = defaults.default_max_attempts if max_attempts is None else max_attempts
+        delay = defaults.default_delay if delay is None else delay
+        backoff = defaults.default_backoff if backoff is None else backoff
+        max_delay = defaults.max_delay if max_delay is None else max_delay
+    assert max_attempts is not None and delay is not None and backoff is not None
+    assert max_delay is not None
     return _retry_when(
         tenacity.retry_if_exception_type(exceptions),
         max_attempts=max_attempts,

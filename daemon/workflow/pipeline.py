@@ -1,8 +1,10 @@
 """The optimisation job: load → validate → preprocess → one stage per algorithm → report.
 
 Each stage ends with a checkpoint holding a small *journal* (stages done, algorithm results,
-timings), never the strategy matrix: on resume the CSV is read again and must have the same
-sha256. Algorithms checkpoint their own state every ``checkpoint_interval`` seconds, so a
+timings), never the strategy matrix: on resume the input is read again and must have the same
+sha256. Where the matrix comes from is the backend's business (:mod:`.backends`): the load stage
+asks a ``StrategySource`` for ``StrategyData`` (the CSV parsed here, or the data passed through
+HeavyDB) and the report stage hands it the outcome to publish. Algorithms checkpoint their own state every ``checkpoint_interval`` seconds, so a
 long search resumes mid-way. Because every algorithm has its own generator derived from the
 job seed and its name, and evaluation budgets are exact, a resumed job gives the same result
 as an uninterrupted one.
@@ -31,6 +33,7 @@ from daemon.error_handling.errors import (
     CheckpointError,
     DataValidationError,
 )
+from daemon.error_handling.config import RetryConfig
 from daemon.error_handling.notifier import ErrorNotifier
 from daemon.error_handling.recovery import ErrorRecoveryManager
 from daemon.error_handling.recovery_actions import AdjustParameters
@@ -39,7 +42,9 @@ from .algorithms import make_algorithm
 from .algorithms.base import SearchAlgorithm, SearchProgress, algorithm_rng
 from .algorithms.params import reduce_population
 from .algorithms.termination import budget_termination
-from .data import StrategyData, check_portfolio_size, infer_periods_per_year, load_strategy_csv
+from .backends.base import InputSpec, StrategySource
+from .backends.selection import select_source
+from .data import StrategyData, check_portfolio_size, infer_periods_per_year
 from .fitness import PortfolioProblem
 from .metrics import per_strategy_metrics
 from .outputs import write_outputs
@@ -56,10 +61,14 @@ StopCheck = Callable[[], BaseException | None]
 
 @dataclass(frozen=True)
 class JobRequest:
-    """One job, fully resolved: which file, which sizes, which algorithms, which seed."""
+    """One job, fully resolved: which input, which sizes, which algorithms, which seed.
+
+    The input is a CSV (``input_path``) or, for the HeavyDB backend, a server table or
+    read-only query (``input_table`` / ``input_query``); exactly one is set.
+    """
 
     job_id: str
-    input_path: Path
+    input_path: Path | None
     output_dir: Path
     portfolio_sizes: tuple[int, ...]
     algorithms: tuple[str, ...]
@@ -68,6 +77,10 @@ class JobRequest:
     correlation_penalty_weight: float
     #: Below 1 after a memory failure: every algorithm's population/batch is scaled by it.
     population_scale: float = 1.0
+    #: As the job file says (``server_side_heavydb`` asks for HeavyDB) or the config default.
+    execution_mode: str = "numpy"
+    input_table: str | None = None
+    input_query: str | None = None
 
     @classmethod
     def resolve(
@@ -75,13 +88,16 @@ class JobRequest:
         config: OptimizerConfig,
         *,
         job_id: str,
-        input_path: Path,
+        input_path: Path | None,
         output_dir: Path,
         portfolio_sizes: tuple[int, ...],
         algorithms: tuple[str, ...] | None = None,
         fitness_metric: str | None = None,
         seed: int | None = None,
         population_scale: float = 1.0,
+        execution_mode: str | None = None,
+        input_table: str | None = None,
+        input_query: str | None = None,
     ) -> JobRequest:
         """Fill what a job leaves open from the site's config."""
         section = config.optimizer
@@ -95,6 +111,21 @@ class JobRequest:
             seed=section.seed if seed is None else seed,
             correlation_penalty_weight=section.correlation_penalty_weight,
             population_scale=population_scale,
+            execution_mode=execution_mode or config.heavydb.default_execution_mode,
+            input_table=input_table,
+            input_query=input_query,
+        )
+
+    def input_spec(self, config: OptimizerConfig) -> InputSpec:
+        """What the load stage asks the backend for.
+
+        Raises:
+            ValueError: Not exactly one of input_path, input_table, input_query is set.
+        """
+        return InputSpec(
+            job_id=self.job_id, input_path=self.input_path, input_table=self.input_table,
+            input_query=self.input_query, exclude_columns=tuple(config.data.exclude_columns),
+            nan_policy=config.data.nan_policy,
         )
 
     def stages(self) -> list[str]:
@@ -117,6 +148,8 @@ class OptimizationPipeline:
         recovery: Decides what to do when an algorithm fails.
         progress: Receives heartbeat payloads; must be cheap.
         stop_check: See the module docstring.
+        source: The backend giving the data and taking the results (default: the CSV,
+            parsed in this process).
     """
 
     def __init__(
@@ -129,8 +162,12 @@ class OptimizationPipeline:
         progress: ProgressSink | None = None,
         stop_check: StopCheck | None = None,
         clock: Callable[[], float] = time.monotonic,
+        source: StrategySource | None = None,
     ) -> None:
         self.request = request
+        self._spec = request.input_spec(config)
+        self._source: StrategySource = source or select_source(
+            self._spec, execution_mode="numpy", config=config.heavydb, retry_config=RetryConfig())
         self.config = config
         self.checkpoints = checkpoints
         self.recovery = recovery
@@ -255,17 +292,13 @@ class OptimizationPipeline:
             self._runs.append(self._run_algorithm(stage, name, int(size[1:])))
 
     def _load(self) -> None:
-        options = self.config.data
-        self._data = load_strategy_csv(
-            self.request.input_path,
-            exclude_columns=tuple(options.exclude_columns),
-            nan_policy=options.nan_policy,
-        )
+        self._data = self._source.load(self._spec)
         if self._resume_sha256 and self._resume_sha256 != self._data.sha256:
+            where = self.request.input_path or self._spec.label
             raise DataValidationError(
-                f"{self.request.input_path}: the file changed since this job's checkpoints were "
-                "written; submit it as a new job",
-                context={"file": str(self.request.input_path)},
+                f"{where}: the input changed since this job's checkpoints were written; "
+                "submit it as a new job",
+                context={"file": str(where)},
             )
 
     def _require_data(self) -> StrategyData:
@@ -360,7 +393,7 @@ class OptimizationPipeline:
         request = self.request
         return JobOutcome(
             job_id=request.job_id,
-            input_file=request.input_path.name,
+            input_file=self._spec.label,
             input_sha256=data.sha256,
             seed=request.seed,
             fitness_metric=request.fitness_metric,
@@ -374,6 +407,7 @@ class OptimizationPipeline:
                 "periods_per_year": self._periods_per_year,
                 "excluded_columns": list(data.excluded_columns),
                 "warnings": list(data.warnings),
+                "backend": self._source.describe(),
             },
             config={
                 **self.config.to_dict(),
@@ -393,6 +427,7 @@ class OptimizationPipeline:
             raise AlgorithmError(f"every algorithm failed: {reasons}", recoverable=False)
         write_outputs(outcome, self._require_data(), self._strategy_metrics,
                       self.request.output_dir)
+        self._source.publish(outcome, self._require_data(), self._strategy_metrics)
         if self.recovery.history:
             self.recovery.save_recovery_report(self.request.output_dir)
 
@@ -412,12 +447,21 @@ def run_job(
     notifier: ErrorNotifier | None = None,
     progress: ProgressSink | None = None,
     stop_check: StopCheck | None = None,
+    source: StrategySource | None = None,
 ) -> JobOutcome:
     """Run a job with its checkpoints and recovery manager wired up (CLI and daemon alike).
 
     The recovery history lives beside the job's checkpoints, so attempts made by different
     processes (a crash, then a retry) count against the same ``max_recovery_attempts``.
+    ``source`` defaults to the backend :func:`.backends.selection.select_source` picks for
+    the request's execution mode and input (HeavyDB retries use ``error_config.retry``).
+
+    Raises:
+        ConfigurationError: The job needs HeavyDB and ``heavydb.mode`` is ``off``.
     """
+    if source is None:
+        source = select_source(request.input_spec(config), execution_mode=request.execution_mode,
+                               config=config.heavydb, retry_config=error_config.retry)
     checkpoints = CheckpointManager(
         job_id=request.job_id, base_dir=checkpoint_dir, config=error_config.checkpoint
     )
@@ -427,6 +471,6 @@ def run_job(
     )
     pipeline = OptimizationPipeline(
         request, config=config, checkpoints=checkpoints, recovery=recovery,
-        progress=progress, stop_check=stop_check,
+        progress=progress, stop_check=stop_check, source=source,
     )
     return pipeline.run(resume=resume)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import errno
 import grp
 import json
 import os
@@ -313,8 +314,10 @@ class SmbClient:
         """The parsed file, or None while it does not exist."""
         try:
             return json.loads(self.read_bytes(relative))
-        except FileNotFoundError:
-            return None
+        except OSError as exc:  # smbprotocol's SMBOSError is not a FileNotFoundError
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
 
     def wait_for_json(self, relative: str, *, timeout: float) -> Any:
         """Poll a file over SMB until it exists, as a client waiting for its result does."""

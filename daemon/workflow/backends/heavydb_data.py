@@ -182,27 +182,27 @@ def _number(value: Any) -> float:
 
 def screen(session: HeavyDBSession, table: str, pnl: np.ndarray, names: Sequence[str],
            threshold: float) -> tuple[dict[str, Any], list[str]]:
-    """Server statistics, cross-checked, and the correlation screen.
+    """Server statistics, cross-checked against ``pnl`` (blank cells NaN), and the screen.
 
     Returns:
         ``(facts, warnings)``: counts for the summary, and one warning per finding that lists
         up to ``LISTED_NAMES`` strategies.
 
     Raises:
-        DatabaseError: The server's per-strategy counts or totals disagree with the matrix.
+        DatabaseError: The server's per-strategy totals disagree with the matrix.
     """
     stats = session.execute(sql.statistics_sql(table))
-    counts = np.zeros(len(names), dtype=np.int64)
-    totals = np.zeros(len(names))
+    totals = np.full(len(names), np.nan)
     for row in stats:
-        counts[int(row[0])] = int(row[2])
-        totals[int(row[0])] = 0.0 if row[3] is None else float(row[3])
+        totals[int(row[0])] = _number(row[3])
     expected = np.nansum(pnl, axis=0)
     scale = np.nanmax(np.abs(pnl), axis=0, initial=0.0) * pnl.shape[0]
-    if (len(stats) != len(names) or (counts != (~np.isnan(pnl)).sum(axis=0)).any()
-            or (np.abs(totals - expected) > scale * TOTAL_RELATIVE_TOLERANCE + 1e-12).any()):
-        raise DatabaseError("HeavyDB's per-strategy statistics disagree with the data read "
-                            "back from it")
+    checked = np.isfinite(totals)  # a NULL-only or NaN-holding series has no usable total
+    if len(stats) != len(names) or (
+            np.abs(totals - expected)[checked] > scale[checked] * TOTAL_RELATIVE_TOLERANCE
+            + 1e-12).any():
+        raise DatabaseError("HeavyDB's per-strategy totals disagree with the data read back "
+                            "from it")
     flat = [names[int(r[0])] for r in stats
             if not _number(r[5]) > max(abs(_number(r[6])), abs(_number(r[7])))
             * FLAT_RELATIVE_TOLERANCE]

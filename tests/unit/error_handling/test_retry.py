@@ -597,3 +597,28 @@ def test_explicit_arguments_override_the_config() -> None:
         retry_on_resource_error(config=config, sleep=waits.append)(flaky)()
     assert flaky.calls == RetryConfig().resource_errors.max_attempts
     assert all(0.5 <= w <= 0.55 for w in waits)  # fixed backoff from the config
+
+
+def test_plain_retry_takes_its_defaults_from_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a config whose retry defaults differ from the built-in ones
+    (tmp_path / "error_handling_config.json").write_text(json.dumps({"retry": {
+        "default_max_attempts": 4, "default_delay": 0.25, "default_backoff": "linear",
+        "max_delay": 0.6}}))
+    monkeypatch.setenv("HEAVY_OPTIMIZER_CONFIG_DIR", str(tmp_path))
+    waits: list[float] = []
+    calls = 0
+
+    @retry(jitter=False, sleep=waits.append)
+    def flaky() -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("again")
+
+    # When it keeps failing
+    with pytest.raises(RetryError):
+        flaky()
+    # Then the config's attempts, linear waits and cap were used
+    assert calls == 4
+    assert waits == [0.25, 0.5, 0.6]
