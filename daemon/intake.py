@@ -152,14 +152,16 @@ class IntakeScanner:
                 report.pending += 1
                 self._unfinished_job_texts.append(raw)
             return None
-        referenced.setdefault(entry.spec.input_file, entry.job_id)
+        if entry.spec.input_file:  # empty for a job reading a HeavyDB table or query
+            referenced.setdefault(entry.spec.input_file, entry.job_id)
         if entry.record is not None:  # put back by a daemon: written atomically, already run
             return entry
         if not settled:
             report.pending += 1
-            input_path = self.layout.input / entry.spec.input_file
-            seen.add(input_path)
-            self._settle.is_settled(input_path)  # start watching the CSV too: no extra wait
+            if entry.spec.input_file:
+                input_path = self.layout.input / entry.spec.input_file
+                seen.add(input_path)
+                self._settle.is_settled(input_path)  # watch the CSV too: no extra wait
             return None
         try:
             if self._is_leftover(entry):
@@ -217,6 +219,8 @@ class IntakeScanner:
                 ``input_wait_seconds``.
         """
         name = entry.spec.input_file
+        if not name:  # the job reads a HeavyDB table or query: nothing to wait for here
+            return True
         path = self.layout.input / name
         seen.add(path)
         try:

@@ -17,6 +17,7 @@ from typing import Any
 
 from daemon.error_handling.errors import JobSpecError
 from daemon.workflow.algorithms import ALGORITHMS
+from daemon.workflow.backends.heavydb_sql import query_problem, table_name_problem
 from daemon.workflow.fitness import FITNESS_METRICS
 
 #: What a job id may contain: it becomes a file and folder name on the share.
@@ -42,7 +43,11 @@ class JobStatus(str, Enum):
 
 @dataclass(frozen=True)
 class JobSpec:
-    """A validated job: what to optimise and how."""
+    """A validated job: what to optimise and how.
+
+    The input is ``input_file`` (a CSV in input/) or, for sites with HeavyDB, ``input_table``
+    / ``input_query``; ``input_file`` is then empty.
+    """
 
     job_id: str
     input_file: str
@@ -53,6 +58,8 @@ class JobSpec:
     timeout_seconds: float | None = None
     priority: int = 0
     execution_mode: str | None = None
+    input_table: str | None = None
+    input_query: str | None = None
     #: The file as the client wrote it (unknown fields included), echoed in result records.
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -127,6 +134,25 @@ def _input_file(value: Any, problems: list[str]) -> str:
     return name
 
 
+def _server_input(raw: dict[str, Any], problems: list[str]) -> tuple[str | None, str | None]:
+    """``input_table`` / ``input_query`` (HeavyDB sites), checked; at most one of the inputs."""
+    table, query = raw.get("input_table"), raw.get("input_query")
+    given = [key for key in ("input_file", "input_table", "input_query") if raw.get(key)]
+    if len(given) > 1:
+        problems.append(f"give only one of {', '.join(repr(k) for k in given)}: a CSV file, "
+                        "a HeavyDB table or a read-only HeavyDB query")
+        return None, None
+    if table is not None:
+        problem = table_name_problem(table)
+        if problem:
+            problems.append(problem)
+    if query is not None:
+        problem = query_problem(query)
+        if problem:
+            problems.append(problem)
+    return table, query
+
+
 def _algorithms(value: Any, problems: list[str]) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -159,7 +185,9 @@ def validate_job_spec(raw: dict[str, Any], *, source: str, default_job_id: str) 
         problems.append(f"'job_id' {json.dumps(job_id)} is not allowed; use 1-128 letters, "
                         "digits, '.', '_' or '-'")
         job_id = default_job_id
-    input_file = _input_file(raw.get("input_file"), problems)
+    input_table, input_query = _server_input(raw, problems)
+    input_file = ("" if input_table is not None or input_query is not None
+                  else _input_file(raw.get("input_file"), problems))
     sizes = _portfolio_sizes(raw.get("portfolio_size"), problems)
     algorithms = _algorithms(raw.get("algorithms"), problems)
     fitness = raw.get("fitness")
@@ -198,5 +226,7 @@ def validate_job_spec(raw: dict[str, Any], *, source: str, default_job_id: str) 
         timeout_seconds=float(timeout) if timeout is not None else None,
         priority=priority,
         execution_mode=mode,
+        input_table=input_table,
+        input_query=input_query,
         raw=dict(raw),
     )

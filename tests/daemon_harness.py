@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,38 +106,58 @@ class DaemonProcess:
     """``heavy-optimizer run`` as a real child process."""
 
     def __init__(self, config_dir: Path, share: Path, *, runner: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, abstract_notify_socket: bool = False,
+                 command_prefix: Sequence[str] = ()) -> None:
+        """Args beyond the obvious: ``abstract_notify_socket`` binds ``NOTIFY_SOCKET`` in the
+        abstract namespace (``@name``, as systemd may pass it) instead of a path;
+        ``command_prefix`` runs the daemon through a wrapper that execs the rest of the line.
+        """
         self.config_dir = config_dir
         self.share = share
         self.runner = runner
         self.extra_env = env or {}
+        self.abstract_notify_socket = abstract_notify_socket
+        self.command_prefix = list(command_prefix)
         self.proc: subprocess.Popen[bytes] | None = None
         self._notify: socket.socket | None = None
         self.notifications: list[str] = []
+        #: (monotonic arrival time, datagram) of every message, in arrival order.
+        self.datagrams: list[tuple[float, str]] = []
         self.log_path = share.parent / f"daemon-{id(self)}.out"
 
     def start(self) -> DaemonProcess:
-        sock_path = self.share.parent / f"notify-{id(self)}.sock"
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._notify.bind(str(sock_path))
-        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), **self.extra_env}
+        if self.abstract_notify_socket:
+            name = f"heavy-optimizer-test-{os.getpid()}-{id(self)}"
+            self._notify.bind("\0" + name)
+            address = "@" + name
+        else:
+            address = str(self.share.parent / f"notify-{id(self)}.sock")
+            self._notify.bind(address)
+        env = {**os.environ, "NOTIFY_SOCKET": address, **self.extra_env}
         if self.runner:
             env["HEAVY_OPTIMIZER_JOB_RUNNER"] = self.runner
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon.cli", "run", "--config-dir",
-                 str(self.config_dir), "--share", str(self.share)],
+                [*self.command_prefix, sys.executable, "-m", "daemon.cli", "run",
+                 "--config-dir", str(self.config_dir), "--share", str(self.share)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env=env,
             )
         return self
 
     def read_notifications(self, timeout: float = 0.0) -> list[str]:
+        """Receive what has arrived (waiting up to ``timeout`` for the first datagram).
+
+        Returns:
+            Every line received so far; :attr:`datagrams` keeps them per message, timed.
+        """
         assert self._notify is not None
         self._notify.settimeout(timeout if timeout > 0 else 0.001)
         with contextlib.suppress(TimeoutError, BlockingIOError):
             while True:
                 data = self._notify.recv(4096).decode()
+                self.datagrams.append((time.monotonic(), data))
                 self.notifications.extend(data.splitlines())
                 self._notify.settimeout(0.001)
         return self.notifications

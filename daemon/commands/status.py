@@ -38,7 +38,7 @@ from daemon.share import ShareLayout
 
 #: How the overview names the registries of ``REGISTRIES``.
 COUNT_LABELS = ("queued", "running", "waiting for retry", "completed", "failed")
-#: A daemon summary older than this (and not provably alive on this host) looks stopped.
+#: A daemon summary older than this is stale: a live daemon rewrites it every few seconds.
 STALE_SUMMARY_SECONDS = 60.0
 
 
@@ -89,17 +89,17 @@ def _overview(layout: ShareLayout, registry: OperatorRegistry) -> dict[str, Any]
 
 
 def _daemon(summary: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The daemon's summary plus whether it looks alive."""
+    """The daemon's summary, plus whether its process exists (checkable on this host only)
+    and whether the summary is stale (a live daemon rewrites it every few seconds)."""
     if summary is None:
         return None
     updated = epoch_of(summary.get("updated_at"))
     age = None if updated is None else time.time() - updated
     alive: bool | None = None
     if summary.get("host") == socket.gethostname() and isinstance(summary.get("pid"), int):
-        alive = psutil.pid_exists(summary["pid"]) and summary.get("state") != "stopped"
-    elif age is not None:
-        alive = age < STALE_SUMMARY_SECONDS
-    return {**summary, "age_seconds": age, "alive": alive}
+        alive = psutil.pid_exists(summary["pid"])
+    stale = age is None or age > STALE_SUMMARY_SECONDS
+    return {**summary, "age_seconds": age, "alive": alive, "stale": stale}
 
 
 def _last_error(record: JobRecord) -> dict[str, Any] | None:
@@ -114,8 +114,12 @@ def _print_overview(layout: ShareLayout, overview: dict[str, Any]) -> None:
     if daemon is None:
         print("daemon: no status published yet (has it ever run on this share?)")
     else:
-        state = {True: daemon.get("state", "running"), False: "NOT RUNNING",
-                 None: "unknown"}[daemon["alive"]]
+        if daemon["alive"] is False:
+            state = "NOT RUNNING"
+        elif daemon["stale"]:
+            state = "NOT UPDATING (hung, stopped, or cut off from the share)"
+        else:
+            state = daemon.get("state", "running")
         print(f"daemon: {state} on {daemon.get('host')} pid {daemon.get('pid')}, "
               f"last update {ago(daemon.get('updated_at'), now)}")
         breaker = daemon.get("circuit_breaker") or {}

@@ -2,12 +2,12 @@
 
 Each stage ends with a checkpoint holding a small *journal* (stages done, algorithm results,
 timings), never the strategy matrix: on resume the input is read again and must have the same
-sha256. Where the matrix comes from is the backend's business (:mod:`.backends`): the load stage
-asks a ``StrategySource`` for ``StrategyData`` (the CSV parsed here, or the data passed through
-HeavyDB) and the report stage hands it the outcome to publish. Algorithms checkpoint their own state every ``checkpoint_interval`` seconds, so a
-long search resumes mid-way. Because every algorithm has its own generator derived from the
-job seed and its name, and evaluation budgets are exact, a resumed job gives the same result
-as an uninterrupted one.
+sha256. Where the matrix comes from is the backend's business (:mod:`.backends`): the load
+stage asks a ``StrategySource`` for ``StrategyData`` (the CSV parsed here, or the data passed
+through HeavyDB) and the report stage hands it the outcome to publish. Algorithms checkpoint
+their own state every ``checkpoint_interval`` seconds, so a long search resumes mid-way.
+Because every algorithm has its own generator derived from the job seed and its name, and
+evaluation budgets are exact, a resumed job gives the same result as an uninterrupted one.
 
 Stopping is cooperative: ``stop_check`` is asked at safe points (between stages and after
 every algorithm iteration); when it returns an exception the pipeline saves a checkpoint of
@@ -33,7 +33,6 @@ from daemon.error_handling.errors import (
     CheckpointError,
     DataValidationError,
 )
-from daemon.error_handling.config import RetryConfig
 from daemon.error_handling.notifier import ErrorNotifier
 from daemon.error_handling.recovery import ErrorRecoveryManager
 from daemon.error_handling.recovery_actions import AdjustParameters
@@ -43,6 +42,7 @@ from .algorithms.base import SearchAlgorithm, SearchProgress, algorithm_rng
 from .algorithms.params import reduce_population
 from .algorithms.termination import budget_termination
 from .backends.base import InputSpec, StrategySource
+from .backends.numpy_backend import CsvSource
 from .backends.selection import select_source
 from .data import StrategyData, check_portfolio_size, infer_periods_per_year
 from .fitness import PortfolioProblem
@@ -166,8 +166,7 @@ class OptimizationPipeline:
     ) -> None:
         self.request = request
         self._spec = request.input_spec(config)
-        self._source: StrategySource = source or select_source(
-            self._spec, execution_mode="numpy", config=config.heavydb, retry_config=RetryConfig())
+        self._source: StrategySource = source or CsvSource()
         self.config = config
         self.checkpoints = checkpoints
         self.recovery = recovery

@@ -25,7 +25,6 @@ from .backends.heavydb_config import HeavyDBConfig
 from .data import DEFAULT_EXCLUDED
 from .fitness import FITNESS_METRICS
 
-
 #: Evaluations that take each algorithm about one second on the production file (82 x
 #: 25,544, k = 35) on one core of the reference machine: searches differ in cost per
 #: evaluation (HC and SA score swaps in O(days); BO fits a model per batch).

@@ -31,6 +31,7 @@ QUICK_ALGORITHMS = {"optimizer": {"algorithms": ["RS", "HC"]}}
 def share(tmp_path: Path) -> Path:
     root = tmp_path / "share"
     (root / "input").mkdir(parents=True)
+    shutil.copy(SAMPLES_DIR / "sensex_82x500.csv", root / "input" / "data.csv")
     return root
 
 
@@ -177,7 +178,6 @@ def test_broken_drops_fail_with_their_reason_and_valid_jobs_complete(
 def test_job_file_written_slowly_in_chunks_becomes_one_job(tmp_path: Path, share: Path) -> None:
     # Given a daemon that rescans often (every 0.2 s) and settles files for 1.5 s
     config = make_config_dir(tmp_path / "cfg", job_processor={"settle_seconds": 1.5})
-    shutil.copy(SAMPLES_DIR / "sensex_82x500.csv", share / "input" / "data.csv")
     text = json.dumps({"job_id": "slow", "input_file": "data.csv", "portfolio_size": 10,
                        "client_info": {"note": "x" * 300}}, indent=2)
     chunks = [text[i:i + 80] for i in range(0, len(text), 80)]

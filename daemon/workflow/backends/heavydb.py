@@ -47,11 +47,9 @@ from .heavydb_sql import (
     LONG_COLUMNS,
     create_table_sql,
     drop_table_sql,
+    from_item_sql,
     job_table_name,
     long_table_from_source_sql,
-    query_problem,
-    quote_identifier,
-    table_name_problem,
 )
 
 logger = logging.getLogger(__name__)
@@ -194,22 +192,18 @@ class HeavyDBSource:
         return data
 
     def _source_sql(self, spec: InputSpec) -> str:
-        if spec.input_table is not None:
-            problem = table_name_problem(spec.input_table)
-            if problem is None:
-                return quote_identifier(spec.input_table)
-        else:
-            problem = query_problem(spec.input_query)
-            if problem is None and spec.input_query is not None:
-                return spec.input_query
-        raise JobSpecError(f"job {spec.job_id}: {problem}", context={"job_id": spec.job_id})
+        try:
+            return from_item_sql(table=spec.input_table, query=spec.input_query)
+        except ValueError as exc:
+            raise JobSpecError(f"job {spec.job_id}: {exc}",
+                               context={"job_id": spec.job_id}) from None
 
     def _load_once(self, spec: InputSpec, local: StrategyData | None) -> StrategyData:
         table = job_table_name(self.config.work_table_prefix, spec.job_id)
         with connected(self.config) as session:
             started = time.monotonic()
+            session.execute(drop_table_sql(table))  # a leftover of a killed attempt
             try:
-                session.execute(drop_table_sql(table))
                 if local is not None:
                     data, facts = self._fill_from_csv(session, table, local)
                 else:
@@ -266,8 +260,11 @@ class HeavyDBSource:
         try:
             session.execute(drop_table_sql(table))
             return
-        except HeavyOptimizerError as exc:
+        except DatabaseError as exc:
             logger.info("%s: dropping %s on a new connection (%s)", job_id, table, exc)
+        except HeavyOptimizerError as exc:
+            logger.warning("%s: HeavyDB refused to drop table %s: %s", job_id, table, exc)
+            return
         try:
             with connected(self.config) as fresh:
                 fresh.execute(drop_table_sql(table))

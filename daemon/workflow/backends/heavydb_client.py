@@ -116,7 +116,8 @@ class HeavyDBSession:
             self._broken = self._broken or isinstance(error, DatabaseError)
             raise error from exc
 
-    def execute(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def execute(self, sql: str,
+                parameters: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run one statement; returns its rows (empty for DDL).
 
         ``parameters`` are bound by the client (``:name`` placeholders, values quoted by it).

@@ -145,7 +145,7 @@ def apply_nan_policy(pnl: np.ndarray, dates: np.ndarray, names: Sequence[str], l
             context={"file": label, "column": names[column], "row": str(dates[row])})
     counts = blank.sum(axis=0)
     pnl[blank] = 0.0
-    affected = [f"{names[c]} ({int(counts[c])})" for c in np.flatnonzero(counts)]
+    affected = [f"{names[int(c)]} ({int(counts[c])})" for c in np.flatnonzero(counts)]
     return [f"{int(counts.sum())} blank cells read as 0 in columns: {', '.join(affected)}"]
 
 

@@ -98,6 +98,18 @@ def query_problem(query: object) -> str | None:
     return None
 
 
+def from_item_sql(*, table: str | None, query: str | None) -> str:
+    """The FROM item of a table/query input, after its checks.
+
+    Raises:
+        ValueError: The table name or query is not acceptable (the reason).
+    """
+    problem = table_name_problem(table) if table is not None else query_problem(query)
+    if problem is not None:
+        raise ValueError(problem)
+    return quote_identifier(table) if table is not None else f"({query})"
+
+
 # -- per-job table -----------------------------------------------------------------------
 
 
@@ -114,11 +126,12 @@ def create_table_sql(table: str, columns: Sequence[tuple[str, str]], *,
     return f"CREATE TABLE {guard}{quote_identifier(table)} ({body})"
 
 
-def long_table_from_source_sql(table: str, source_sql: str, *, date_column: str,
+def long_table_from_source_sql(table: str, from_item: str, *, date_column: str,
                                strategy_column: str, pnl_column: str) -> str:
     """Copy a long-form table or query into the per-job table, numbering dates and strategies.
 
-    ``source_sql`` is a quoted table name or a query accepted by :func:`query_problem`. Dates
+    ``from_item`` is a quoted table name, or a query accepted by :func:`query_problem` in
+    parentheses (see :func:`from_item_sql`). Dates
     and strategies are numbered in sorted order (DENSE_RANK), which fixes the matrix layout.
     """
     date, strategy, pnl = (f"src.{quote_identifier(c)}"
@@ -130,7 +143,7 @@ def long_table_from_source_sql(table: str, source_sql: str, *, date_column: str,
         f"CAST(DENSE_RANK() OVER (ORDER BY {strategy}) - 1 AS INTEGER) AS strategy_no, "
         f"CAST({strategy} AS TEXT) AS strategy, "
         f"CAST({pnl} AS DOUBLE) AS pnl "
-        f"FROM ({source_sql}) AS src"
+        f"FROM {from_item} AS src"
     )
 
 
@@ -199,6 +212,7 @@ __all__ = [
     "drop_table_sql",
     "duplicate_cell_sql",
     "field_correlation_sql",
+    "from_item_sql",
     "job_table_name",
     "long_table_from_source_sql",
     "names_sql",
