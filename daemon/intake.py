@@ -1,20 +1,27 @@
 """Intake: turn what clients dropped on the share into ready, valid queue entries.
 
 One :meth:`IntakeScanner.scan` is a full pass over ``jobs/queue/`` and ``input/``; watcher
-events only make it happen sooner. A dropped job file is ready when it has settled (size and
-mtime unchanged for ``settle_seconds``), parses, validates, names a job id that is not already
-known, and its input CSV exists and has settled too (a job must not start on a half-copied
-CSV). A job file that does not parse yet is retried on later scans and failed only once it has
-settled. A CSV in input/ (with ``auto_jobs_from_csv``) becomes one job file in jobs/queue/, once
-per upload (see :mod:`daemon.csv_intake`); CSVs named by a job file (or mentioned by one still
-being written) are left to that job, and CSVs already there when CSV intake first starts on a
-share are not run (an existing share holds every CSV ever dropped).
+events only make it happen sooner. A dropped job file is ready as soon as it parses as a JSON
+object, validates, names a job id that is not already known, and its input CSV exists and has
+settled (size and mtime unchanged for ``settle_seconds``: a job must not start on a
+half-copied CSV). The job file itself needs no settle wait: a prefix of a JSON object never
+parses, and neither does a file preallocated with NUL bytes, so a file that parses is whole
+(this is what lets an atomically dropped job start within milliseconds), and one that parses
+but is invalid is failed at once. A job file that does not parse yet is retried on later
+scans and failed only once it has settled.
+Every CSV in input/ is observed on every scan, so one that has been sitting there is already
+settled when a job names it. A CSV in input/ (with ``auto_jobs_from_csv``) becomes one job
+file in jobs/queue/, once per upload (see :mod:`daemon.csv_intake`); CSVs named by a job file
+(or mentioned by one still being written) are left to that job, and CSVs already there when
+CSV intake first starts on a share are not run (an existing share holds every CSV ever
+dropped).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import os
 import stat
@@ -41,7 +48,7 @@ from daemon.share import SettleTracker, ShareLayout, confine_input, list_candida
 
 logger = logging.getLogger(__name__)
 
-#: How long a settled job file may wait for its input CSV to appear (or stop being empty)
+#: How long a valid job file may wait for its input CSV to appear (or stop being empty)
 #: before it is failed: clients may drop the job file before the CSV copy starts.
 DEFAULT_INPUT_WAIT_SECONDS = 120.0
 
@@ -60,6 +67,15 @@ class ScanReport:
     pending: int = 0
     #: Seconds the oldest ready entry has waited since it arrived (0 when none is ready).
     oldest_wait_seconds: float = 0.0
+
+
+def _may_be_unfinished(error: JobSpecError) -> bool:
+    """Whether a job file may fail only because it is still being written.
+
+    Only text that does not decode or parse can be a prefix of a good job file; a file that
+    parses is whole, so what is wrong with it (not an object, invalid fields) is final.
+    """
+    return isinstance(error.__cause__, json.JSONDecodeError | UnicodeDecodeError)
 
 
 class IntakeScanner:
@@ -114,6 +130,8 @@ class IntakeScanner:
             for record in self.registry.running() + self.registry.retrying():
                 referenced.setdefault(record.input_file, record.job_id)
             self._scan_csv_drops(report, referenced, seen)
+        else:
+            self._observe_inputs(seen)
         self._settle.prune(seen)
         self._waiting = {p: t for p, t in self._waiting.items() if p in seen}
         if report.jobs:
@@ -144,11 +162,11 @@ class IntakeScanner:
             entry = self.registry.load_queue_entry(path, data, submitted_ts=info.st_ctime)
         except FileNotFoundError:
             return None
-        except JobSpecError as exc:  # a job file still being written is not failed yet
-            if settled:
+        except JobSpecError as exc:
+            if settled or not _may_be_unfinished(exc):
                 self._reject(path, exc, str(exc.context.get("job_id") or default_id), data,
                              report)
-            else:
+            else:  # a job file still being written is not failed yet
                 report.pending += 1
                 self._unfinished_job_texts.append(raw)
             return None
@@ -156,13 +174,6 @@ class IntakeScanner:
             referenced.setdefault(entry.spec.input_file, entry.job_id)
         if entry.record is not None:  # put back by a daemon: written atomically, already run
             return entry
-        if not settled:
-            report.pending += 1
-            if entry.spec.input_file:
-                input_path = self.layout.input / entry.spec.input_file
-                seen.add(input_path)
-                self._settle.is_settled(input_path)  # watch the CSV too: no extra wait
-            return None
         try:
             if self._is_leftover(entry):
                 return None
@@ -272,6 +283,12 @@ class IntakeScanner:
         self._settle.forget(path)
         self._waiting.pop(path, None)
 
+    def _observe_inputs(self, seen: set[Path]) -> None:
+        """Keep settle observations of every CSV, so a job naming an old one needs no wait."""
+        for path in list_candidates(self.layout.input, ".csv"):
+            seen.add(path)
+            self._settle.is_settled(path)
+
     # -- CSV drops ------------------------------------------------------------------------
 
     def _scan_csv_drops(self, report: ScanReport, referenced: dict[str, str],
@@ -283,6 +300,7 @@ class IntakeScanner:
                 info = self._stat(path)
             except FileNotFoundError:
                 continue
+            settled = self._settle.is_settled(path)  # also for CSVs that jobs name
             known = self._ledger.get(path.name)
             if known is not None and known.matches(info):
                 if known.state == "pending" and known.job_id:  # a crash cut the conversion short
@@ -291,7 +309,7 @@ class IntakeScanner:
             if path.name in referenced:
                 self._remember(path, info, referenced[path.name], "referenced", durable=False)
                 continue
-            if not self._settle.is_settled(path) or any(
+            if not settled or any(
                     path.name.encode() in text for text in self._unfinished_job_texts):
                 report.pending += 1
                 continue
@@ -323,7 +341,6 @@ class IntakeScanner:
         job_file = self.layout.queue / f"{job_id}.json"
         if self.registry.find(job_id) is None:
             atomic_write_json(job_file, self._csv_spec(path, job_id))
-            self._settle.is_settled(job_file)  # its settle time starts now, not next scan
             logger.info("CSV drop input/%s became job %s", path.name, job_id)
         self._remember(path, info, job_id, "queued", durable=False)
         return job_file

@@ -20,8 +20,9 @@ from daemon.workflow.algorithms import ALGORITHMS
 from daemon.workflow.backends.heavydb_sql import query_problem, table_name_problem
 from daemon.workflow.fitness import FITNESS_METRICS
 
-#: What a job id may contain: it becomes a file and folder name on the share.
-JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+#: What a job id may contain: it becomes a file and folder name on the share, so no leading
+#: dot ("." and ".." would name the share's own folders; dot-names are hidden temp files).
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 #: Smallest and largest portfolio an analyst may ask for.
 MIN_PORTFOLIO_SIZE, MAX_PORTFOLIO_SIZE = 10, 100
 #: A `_ps<N>` suffix in a dropped CSV's stem sets its portfolio size.

@@ -103,6 +103,7 @@ class OutcomeHandler:
         error = self._error_of(child, message)
         if child.kill_reason == "cancel":  # a person decided: no recovery, no alert
             self.registry.fail(record, error)
+            (self.layout.cancel_requests / record.job_id).unlink(missing_ok=True)
             self.status.job(record.job_id, {"state": "cancelled", "attempts": record.attempts},
                             force=True)
             return False
@@ -176,6 +177,13 @@ class OutcomeHandler:
 
     def recover_abandoned(self, record: JobRecord) -> None:
         """A job whose daemon died: resume it, or fail it when attempts are exhausted."""
+        cancel_request = self.layout.cancel_requests / record.job_id
+        if cancel_request.exists():
+            code, kind, _, text = _KILL_ERRORS["cancel"]
+            self.registry.fail(record, {"code": code, "type": kind, "stage": None,
+                                        "message": text})
+            cancel_request.unlink(missing_ok=True)
+            return
         if record.attempts >= self.settings.jobs.max_retry_attempts:
             self.registry.fail(record, {
                 "code": "JOB_CRASHED", "type": "JobCrashError", "stage": None,

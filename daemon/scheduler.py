@@ -198,7 +198,8 @@ class MaintenanceScheduler:
         if self.checkpoint_dir is None:
             return []
         removed = prune_expired_jobs(
-            self.checkpoint_dir, max_age_days=self.checkpoint_max_age_days, now=self._clock()
+            self.checkpoint_dir, max_age_days=self.checkpoint_max_age_days, now=self._clock(),
+            keep=self.layout.active_job_ids(),
         )
         if removed:
             logger.info("Pruned expired checkpoints of %d job(s)", len(removed))

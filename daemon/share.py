@@ -102,6 +102,11 @@ class ShareLayout:
         for folder in self.folders():
             folder.mkdir(parents=True, exist_ok=True)
 
+    def active_job_ids(self) -> set[str]:
+        """Ids of jobs queued, running or waiting to retry: their checkpoints must stay."""
+        return {path.stem for folder in (self.queue, self.processing, self.retry)
+                if folder.is_dir() for path in folder.glob("*.json")}
+
     def record_path(self, registry: Path, job_id: str) -> Path:
         return registry / f"{job_id}.json"
 

@@ -298,10 +298,15 @@ class Supervisor:
             return
         for name in names:
             entry = self.running.get(name)
-            if entry is not None and entry[0].kill_reason is None:
-                logger.warning("%s: cancelled by an operator; stopping it", name)
-                entry[0].kill_child("cancel")
-            if entry is None or entry[0].kill_reason == "cancel":
+            if entry is not None:
+                if entry[0].kill_reason is None:
+                    logger.warning("%s: cancelled by an operator; stopping it", name)
+                    entry[0].kill_child("cancel")
+                continue  # the request is consumed when the job's outcome is recorded
+            if not self.layout.record_path(self.layout.processing, name).exists():
+                # Not running anywhere (finished, or a stray name): nothing left to cancel.
+                # Requests for jobs in processing/ stay: another daemon runs them, or they are
+                # abandoned and recover_abandoned() honours the request.
                 with contextlib.suppress(FileNotFoundError):
                     (self.layout.cancel_requests / name).unlink()
 

@@ -18,6 +18,7 @@ connection without an answer; ``delay_seconds`` answers late (interruptible by `
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import socket
 import threading
@@ -248,10 +249,8 @@ class HeavyDBTestServer:
         with self._lock:
             clients = list(self._clients)
         for client in clients:
-            try:
+            with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         for thread in list(self._threads):
             thread.join(timeout=5)
         self._threads = [t for t in self._threads if t.is_alive()]

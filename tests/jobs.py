@@ -44,13 +44,15 @@ def timed_job(
 ) -> dict[str, Any]:
     """Works ``sleep_seconds`` (default 20 ms) and records when it ran, for overlap checks.
 
-    The times are ``time.monotonic()``: on Linux one clock for every process on the host,
-    so intervals of different job processes can be compared.
+    ``*_monotonic`` are ``time.monotonic()``: on Linux one clock for every process on the
+    host, so intervals of different job processes compare. ``*_wall`` are ``time.time()``, to
+    compare with the daemon's records (claim and finish times are wall-clock there).
     """
-    start = time.monotonic()
+    start, start_wall = time.monotonic(), time.time()
     heartbeat({"stage": "work", "progress": 0.0})
     time.sleep(float(payload["spec"].get("sleep_seconds", 0.02)))
-    return _output(payload, start_monotonic=start, end_monotonic=time.monotonic())
+    return _output(payload, start_monotonic=start, end_monotonic=time.monotonic(),
+                   start_wall=start_wall, end_wall=time.time())
 
 
 def sleepy_job(

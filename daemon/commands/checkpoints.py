@@ -192,7 +192,8 @@ def prune_main(args: argparse.Namespace) -> int:
     if days is None and args.job is None:
         days = config.cleanup_after_days
     if days is not None:
-        removed = prune_expired_jobs(layout.checkpoints, max_age_days=days)
+        removed = prune_expired_jobs(layout.checkpoints, max_age_days=days,
+                                     keep=layout.active_job_ids())
         if removed:
             print(f"removed the checkpoints of {len(removed)} job(s) older than {days:g} days: "
                   f"{', '.join(removed)}")

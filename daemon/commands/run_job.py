@@ -47,6 +47,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue after the last completed stage of this job id")
     parser.add_argument("--quiet", action="store_true", help="print only the result line")
+    parser.add_argument("--verbose", action="store_true", help="log every stage (INFO)")
     parser.set_defaults(handler=main)
 
 
@@ -72,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings(args.config_dir)
     for warning in settings.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     job_id = args.job_id or sanitize_job_id(args.input.stem)
     if not JOB_ID_PATTERN.fullmatch(job_id):

@@ -24,7 +24,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -248,7 +248,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def prune_expired_jobs(
-    base_dir: str | os.PathLike[str], *, max_age_days: float, now: float | None = None
+    base_dir: str | os.PathLike[str],
+    *,
+    max_age_days: float,
+    now: float | None = None,
+    keep: Collection[str] = (),
 ) -> list[str]:
     """Delete job folders whose newest checkpoint is older than ``max_age_days``.
 
@@ -259,6 +263,8 @@ def prune_expired_jobs(
         base_dir: The checkpoint base folder (config ``checkpoint.base_directory``).
         max_age_days: Usually config ``checkpoint.cleanup_after_days``.
         now: Current time in epoch seconds (injectable for tests).
+        keep: Job ids whose checkpoints must stay whatever their age (jobs that are queued,
+            running or waiting to retry still need them to resume).
 
     Returns:
         The removed job ids, sorted.
@@ -271,6 +277,8 @@ def prune_expired_jobs(
         return removed
     for entry in entries:
         if not (entry.is_dir(follow_symlinks=False) and NAME_PATTERN.fullmatch(entry.name)):
+            continue
+        if entry.name in keep:
             continue
         folder = JobFolder(Path(entry.path), entry.name)
         if folder.newest_epoch() >= cutoff:

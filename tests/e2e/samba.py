@@ -27,7 +27,6 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -310,7 +309,7 @@ class SmbClient:
             data: bytes = handle.read()
             return data
 
-    def read_json(self, relative: str) -> Any | None:
+    def read_json(self, relative: str) -> Any:
         """The parsed file, or None while it does not exist."""
         try:
             return json.loads(self.read_bytes(relative))

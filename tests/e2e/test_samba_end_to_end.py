@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from tests.daemon_harness import make_config_dir, running_daemon, wait_for
-from tests.e2e.samba import SambaServer, SmbClient
+from tests.e2e.samba import SKIP_ENV, SambaServer, SmbClient, find_samba_tool
 from tests.paths import SAMPLES_DIR
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
@@ -76,7 +76,7 @@ def _expected_fitness(csv_bytes: bytes, strategies: list[str], penalty_weight: f
 def _check_results(analyst: SmbClient, job_id: str, csv_bytes: bytes,
                    sizes: range) -> dict[str, Any]:
     """Read a job's results over SMB and check them against the uploaded CSV."""
-    record = analyst.read_json(f"jobs/completed/{job_id}.json")
+    record: dict[str, Any] = analyst.read_json(f"jobs/completed/{job_id}.json")
     assert record is not None and record["status"] == "completed", record
     summary = analyst.read_json(f"output/{job_id}/summary.json")
     # The job read exactly the bytes the analyst uploaded, all of them.
@@ -98,7 +98,19 @@ def _check_results(analyst: SmbClient, job_id: str, csv_bytes: bytes,
     assert job_id in text and best["algorithm"] in text
     for chart in ("equity_curve.png", "drawdown.png", "algorithm_comparison.png"):
         assert analyst.read_bytes(f"output/{job_id}/{chart}").startswith(PNG_MAGIC), chart
-    return record  # type: ignore[no-any-return]
+    return record
+
+
+@pytest.mark.timeout(10)
+def test_missing_samba_fails_with_the_fix_unless_skipping_was_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(SKIP_ENV, raising=False)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install samba"):
+        find_samba_tool("smbd-not-installed")
+    monkeypatch.setenv(SKIP_ENV, "1")
+    with pytest.raises(pytest.skip.Exception, match="smbd-not-installed was not found"):
+        find_samba_tool("smbd-not-installed")
 
 
 def test_csv_drop_and_job_file_over_smb_end_in_results_read_over_smb(
@@ -128,7 +140,7 @@ def test_csv_drop_and_job_file_over_smb_end_in_results_read_over_smb(
     assert sweep["client_info"] == spec["client_info"] and sweep["seed"] == 7
     summary = analyst.read_json("output/nightly-42/summary.json")
     assert {run["algorithm"] for run in summary["algorithms"]} == {"GA", "HC"}
-    assert status["counts"]["failed"] == 0 and status["running"] == 0
+    assert status is not None and status["counts"]["failed"] == 0 and status["running"] == 0
     # And nothing else ran; the daemon's private state is not visible to clients
     assert _job_ids(samba.root)["completed"] == ["nightly-42", "sensex_ps10"]
     assert ".heavy_optimizer" not in analyst.listdir()

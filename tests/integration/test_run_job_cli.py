@@ -39,7 +39,7 @@ def test_missing_input_exits_2_with_one_line_naming_the_path(tmp_path: Path) -> 
     ("Date,Day\n2024-01-04,Thursday\n2024-01-11,Thursday\n", (), "strategy"),
     ("Date,S1,S2\n2024-01-04,1,2\n2024-01-11,abc,3\n", (), "'abc'"),
     ("Date,S1,S1\n2024-01-04,1,2\n2024-01-11,2,3\n", (), "duplicate"),
-    ("Date,S1,S2\n2024-01-04,1,2\n2024-01-11,2,3\n", ("--portfolio-size", "10"), "fewer"),
+    ("Date,S1,S2\n2024-01-04,1,2\n2024-01-11,2,3\n", ("--portfolio-size", "10"), "exceeds the 2 strategy columns"),
     ("Date,S1,S2\n2024-01-04,1,2\n", (), "row"),
     (None, ("--portfolio-size", "5"), "--portfolio-size"),
     (None, ("--algorithms", "GA,XX"), "XX"),

@@ -11,6 +11,7 @@ apart, no pings while the process is frozen (SIGSTOP) or while only its main thr
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import platform
 import shutil
@@ -79,7 +80,7 @@ def test_ready_status_watchdog_and_stopping_from_the_real_daemon(tmp_path: Path)
         started = time.monotonic()
         _collect(daemon, 4.5)
         pings = _pings(daemon, started)
-        gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(pings)]
         assert len(pings) >= 3, daemon.datagrams
         assert all(0.75 * PING_INTERVAL_SECONDS <= gap < WATCHDOG_SECONDS for gap in gaps), gaps
         # And STATUS= follows a job through running to completed
@@ -91,16 +92,17 @@ def test_ready_status_watchdog_and_stopping_from_the_real_daemon(tmp_path: Path)
         assert any(line.startswith("STATUS=1 running") for line in statuses), statuses
         # When the process is frozen (its main loop cannot run), the pings stop
         assert daemon.proc is not None
-        os.kill(daemon.proc.pid, signal.SIGSTOP)
+        pid = daemon.proc.pid
+        os.kill(pid, signal.SIGSTOP)
         try:
-            wait_for(lambda: psutil.Process(daemon.proc.pid).status() == psutil.STATUS_STOPPED,
+            wait_for(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED,
                      timeout=5, message="daemon stopped")
             daemon.read_notifications()  # what it sent before it froze
             frozen = time.monotonic()
             _collect(daemon, WATCHDOG_SECONDS + 0.5)
             assert _pings(daemon, frozen) == [], "a frozen daemon must not ping the watchdog"
         finally:
-            os.kill(daemon.proc.pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGCONT)
         # And resume as soon as it runs again
         resumed = time.monotonic()
         wait_for(lambda: daemon.read_notifications(0.1) and _pings(daemon, resumed),

@@ -10,14 +10,14 @@ import pytest
 
 from daemon.error_handling.errors import JobSpecError
 from daemon.intake import IntakeScanner
-from daemon.jobs import validate_job_spec
+from daemon.jobs import JobSpec, validate_job_spec
 from daemon.registry import JobRegistry
 from daemon.share import ShareLayout
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _validate(**fields: object) -> object:
+def _validate(**fields: object) -> JobSpec:
     return validate_job_spec({"portfolio_size": 20, **fields}, source="job.json",
                              default_job_id="job")
 

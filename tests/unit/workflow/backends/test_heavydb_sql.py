@@ -29,8 +29,8 @@ NASTY = ['x"; DROP TABLE t; --', "O'Brien", 'a""b', "Robert'); DROP TABLE t;--",
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",),
-                                      blacklist_characters="\x00\r\n"), min_size=1, max_size=30))
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"],
+                                      exclude_characters="\x00\r\n"), min_size=1, max_size=30))
 def test_a_quoted_name_is_exactly_one_table(name: str) -> None:
     assume(name.lower() != "t")  # DuckDB matches quoted names case-insensitively
     # Given a database holding a table t
@@ -131,4 +131,4 @@ def test_bad_config_values_are_refused() -> None:
     for changes in ({"port": 0}, {"query_timeout_seconds": 0}, {"work_table_prefix": "a-b"},
                     {"pnl_column": 'x"y'}, {"screen_correlation_threshold": 1.5}):
         with pytest.raises(ValueError):
-            HeavyDBConfig(**changes)  # type: ignore[arg-type]
+            HeavyDBConfig(**changes)
