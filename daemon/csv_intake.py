@@ -18,6 +18,7 @@ from enum import Enum
 from pathlib import Path
 
 from daemon.error_handling.atomic_io import atomic_write_json
+from daemon.workflow.columns import DATE_COLUMN
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +28,6 @@ LEDGER_NAME = "csv_intake.json"
 HEADER_LIMIT_BYTES = 16 * 1024 * 1024
 _CHUNK_BYTES = 256 * 1024
 _TAIL_BYTES = 4096
-#: Name of the date column, as ``daemon.workflow.data`` matches it (not imported: that module
-#: loads pandas, which the supervisor process does not need).
-DATE_COLUMN = "date"
 
 
 class HeaderState(str, Enum):

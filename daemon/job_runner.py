@@ -54,13 +54,17 @@ def run_optimization_job(
     memory failure).
     """
     settings = load_settings(payload.get("config_dir"), share_root=payload["share_root"])
+    # Under the daemon, job_processor.checkpoint_interval sets the algorithms' mid-run
+    # checkpoint interval (the optimizer file's value applies to run-job).
+    optimizer = dataclasses.replace(settings.optimizer, optimizer=dataclasses.replace(
+        settings.optimizer.optimizer, checkpoint_interval=settings.jobs.checkpoint_interval))
     layout = ShareLayout(Path(payload["share_root"]))
     job_id = payload["job_id"]
     spec = payload.get("spec") or {}
     adjustments = payload.get("adjustments") or {}
     input_file = payload.get("input_file")
     request = JobRequest.resolve(
-        settings.optimizer,
+        optimizer,
         job_id=job_id,
         input_path=layout.input / input_file if input_file else None,
         output_dir=layout.output_dir(job_id),
@@ -83,7 +87,7 @@ def run_optimization_job(
     )
     outcome = run_job(
         request,
-        config=settings.optimizer,
+        config=optimizer,
         checkpoint_dir=layout.checkpoints,
         error_config=settings.error_handling,
         resume=bool(payload.get("resume")),

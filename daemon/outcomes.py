@@ -135,10 +135,16 @@ class OutcomeHandler:
         action = recovery.handle_error(error, {"stage": error.get("stage"),
                                                "attempt": record.attempts})
         exhausted = record.attempts >= jobs.max_retry_attempts
-        if isinstance(action, FailJob) or exhausted:
+        # job_processor.recovery switches: the operator may want failures (or stuck jobs) to
+        # stop at failed/ for a person to look at, rather than be retried automatically.
+        stuck = error.get("code") == "JOB_STUCK"
+        not_allowed = not jobs.recovery.enabled or (
+            stuck and not jobs.recovery.auto_retry_stuck_jobs)
+        if isinstance(action, FailJob) or exhausted or not_allowed:
             reason = error["message"]
-            if exhausted and not isinstance(action, FailJob):
-                reason = f"gave up after {record.attempts} attempts; last error: {reason}"
+            if not isinstance(action, FailJob):
+                reason = (f"gave up after {record.attempts} attempts; last error: {reason}"
+                          if exhausted else f"{reason} (automatic retry is off for this failure)")
                 self._notify_failure(record, reason, error)
             recovery.record_outcome(False)
             self.registry.fail(record, {**error, "message": reason})

@@ -24,7 +24,6 @@ from daemon.jobs import (
 )
 from daemon.workflow.algorithms import ALGORITHMS
 from daemon.workflow.fitness import FITNESS_METRICS
-from daemon.workflow.pipeline import JobRequest, run_job
 
 EXIT_MISSING_INPUT = 2
 
@@ -67,6 +66,10 @@ def parse_portfolio_sizes(text: str) -> tuple[int, ...]:
 
 
 def main(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: every command module is imported to build the parser,
+    # and the daemon (`run`) must not load the data stack (pandas, matplotlib: ~100 MB).
+    from daemon.workflow.pipeline import JobRequest, run_job
+
     if not args.input.is_file():
         print(f"heavy-optimizer run-job: input file not found: {args.input}", file=sys.stderr)
         return EXIT_MISSING_INPUT

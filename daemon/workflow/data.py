@@ -38,22 +38,10 @@ import pandas as pd
 
 from daemon.error_handling.errors import DataLoadError, DataValidationError
 
+from .columns import DATE_COLUMN, DEFAULT_EXCLUDED
+
 logger = logging.getLogger(__name__)
 
-#: Metadata column names (matched as whole words, case-insensitively); never strategies.
-DEFAULT_EXCLUDED: tuple[str, ...] = (
-    "day",
-    "zone",
-    "regime",
-    "confidence",
-    "threshold",
-    "capital",
-    "start_time",
-    "end_time",
-    "time",
-)
-#: Name of the date column (case-insensitive, surrounding spaces ignored).
-DATE_COLUMN = "date"
 #: Cell texts read as blank (then handled by ``nan_policy``), in addition to the empty cell.
 BLANK_TOKENS: tuple[str, ...] = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
 #: Accepted date formats, tried by the shape of the first date.

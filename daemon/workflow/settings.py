@@ -22,7 +22,7 @@ from daemon.error_handling.settings import build_dataclass, read_json_file
 from .algorithms import ALGORITHMS
 from .algorithms.params import AlgorithmsConfig
 from .backends.heavydb_config import HeavyDBConfig
-from .data import DEFAULT_EXCLUDED
+from .columns import DEFAULT_EXCLUDED
 from .fitness import FITNESS_METRICS
 
 #: Evaluations that take each algorithm about one second on the production file (82 x

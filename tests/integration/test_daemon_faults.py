@@ -241,3 +241,27 @@ def test_share_unavailable_for_a_while_fails_nothing(tmp_path: Path, share: Path
         drop_job(share, "after")
         wait_for(lambda: record(share, "completed", "after"), timeout=30, message="second job")
     assert not list((share / "jobs" / "failed").iterdir())
+
+
+def test_stuck_job_is_failed_when_auto_retry_is_off(tmp_path: Path, share: Path) -> None:
+    config = make_config_dir(
+        tmp_path / "cfg", error_handling=FAST_RECOVERY,
+        job_processor={"stuck_job_threshold": 1.0, "recovery": {
+            "stuck_job_check_interval": 0.5, "auto_retry_stuck_jobs": False}},
+    )
+    with running_daemon(config, share, runner="tests.jobs:silent_job"):
+        drop_job(share, "silent")
+        final = wait_for(lambda: _final(share, "silent"), timeout=60, message="final")
+    assert final["status"] == "failed" and final["attempts"] == 1
+    assert final["error"]["code"] == "JOB_STUCK"
+    assert "automatic retry is off" in final["error"]["message"]
+
+
+def test_crash_is_failed_at_once_when_daemon_recovery_is_off(tmp_path: Path, share: Path) -> None:
+    config = make_config_dir(tmp_path / "cfg", error_handling=FAST_RECOVERY,
+                             job_processor={"recovery": {"enabled": False}})
+    with running_daemon(config, share, runner="tests.jobs:crash_once_job"):
+        drop_job(share, "crashy")
+        final = wait_for(lambda: _final(share, "crashy"), timeout=60, message="final")
+    assert final["status"] == "failed" and final["attempts"] == 1
+    assert final["error"]["code"] == "JOB_CRASHED"

@@ -210,11 +210,11 @@ class HeavyDBSource:
                     data, facts = self._fill_from_source(session, table, spec)
             finally:
                 self._drop(session, table, spec.job_id)
+            elapsed_seconds = round(time.monotonic() - started, 3)
             self._facts = {"name": "heavydb", "endpoint": self.config.endpoint,
                            "database": self.config.database, "server_version": session.version(),
                            "input": "csv" if local is not None else spec.label,
-                           "work_table": table, "server_seconds": round(time.monotonic()
-                                                                        - started, 3), **facts}
+                           "work_table": table, "server_seconds": elapsed_seconds, **facts}
         logger.info("%s: loaded %d x %d through HeavyDB at %s", spec.job_id, data.days,
                     data.n_strategies, self.config.endpoint)
         return data

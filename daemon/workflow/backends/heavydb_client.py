@@ -165,8 +165,9 @@ class HeavyDBSession:
 
 def _probe(config: HeavyDBConfig) -> None:
     """Fail within ``connect_timeout_seconds`` when nothing listens at the endpoint."""
+    host = config.host.split("://", 1)[-1]  # heavydb accepts "https://host" for http(s)
     try:
-        with socket.create_connection((config.host, config.port),
+        with socket.create_connection((host, config.port),
                                       timeout=config.connect_timeout_seconds):
             pass
     except OSError as exc:
