@@ -44,21 +44,18 @@ def test_bad_inputs_are_named(fields: dict[str, object], reason: str) -> None:
 
 
 def test_intake_queues_a_table_job_without_waiting_for_a_csv(tmp_path: Path) -> None:
-    # Given a settled job file that reads a HeavyDB table (no CSV anywhere)
+    # Given a job file that reads a HeavyDB table (no CSV anywhere)
     layout = ShareLayout(tmp_path / "share")
     layout.ensure()
-    now = [1000.0]
     registry = JobRegistry(layout, host="h", daemon_pid=os.getpid(), daemon_started_at=1.0)
     scanner = IntakeScanner(layout, registry, settle_seconds=1.0, auto_jobs_from_csv=True,
-                            default_portfolio_size=20, clock=lambda: now[0])
+                            default_portfolio_size=20, clock=lambda: 1000.0)
     (layout.queue / "tbl.json").write_text(json.dumps(
         {"job_id": "tbl", "input_table": "daily_pnl", "portfolio_size": 20,
          "execution_mode": "server_side_heavydb"}))
-    # When intake scans before and after it settled
+    # When intake scans (a job file that parses is whole: no settle wait for it)
     first = scanner.scan()
-    now[0] += 2.0
-    second = scanner.scan()
-    # Then it is pending, then ready, with no input file
-    assert first.pending == 1 and not first.jobs
-    assert [entry.job_id for entry in second.jobs] == ["tbl"] and not second.rejected
-    assert second.jobs[0].spec.input_file == "" and second.jobs[0].spec.input_table == "daily_pnl"
+    # Then it is ready at once, with no input file to wait for
+    assert [entry.job_id for entry in first.jobs] == ["tbl"] and not first.rejected
+    assert first.pending == 0
+    assert first.jobs[0].spec.input_file == "" and first.jobs[0].spec.input_table == "daily_pnl"
