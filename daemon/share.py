@@ -7,6 +7,8 @@ Windows copies can create a file at full size before filling it, so size alone p
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import fnmatch
 import os
 import stat
@@ -146,6 +148,29 @@ def confine_input(layout: ShareLayout, name: str) -> Path:
     return candidate
 
 
+def is_open_for_writing(path: Path) -> bool | None:
+    """Whether a process on this host (smbd serving a client's upload) still writes ``path``.
+
+    Linux refuses a read lease (``F_SETLEASE``/``F_RDLCK``) with EAGAIN while anyone holds
+    the file open for writing, which tells an upload that merely paused apart from one that
+    finished. ``None`` when it cannot tell: the file is gone, we neither own it nor have
+    CAP_LEASE, or the file system has no leases (NFS, CIFS mounts): then settling decides.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        return True if exc.errno == errno.EAGAIN else None
+    else:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class _Observation:
     size: int
@@ -165,14 +190,20 @@ class SettleTracker:
         settle_seconds: float,
         stat_file: Callable[[Path], os.stat_result] = os.lstat,
         clock: Callable[[], float] = time.monotonic,
+        open_for_writing: Callable[[Path], bool | None] = is_open_for_writing,
     ) -> None:
         self.settle_seconds = settle_seconds
         self._stat = stat_file
         self._clock = clock
+        self._open_for_writing = open_for_writing
         self._seen: dict[Path, _Observation] = {}
 
     def is_settled(self, path: Path) -> bool:
-        """True once ``path``'s size and mtime are unchanged for ``settle_seconds``."""
+        """True once ``path``'s size and mtime are unchanged for ``settle_seconds``.
+
+        A file still open for writing on this host is never settled, however long the
+        writer pauses (see :func:`is_open_for_writing`).
+        """
         try:
             info = self._stat(path)
         except FileNotFoundError:
@@ -183,7 +214,12 @@ class SettleTracker:
         if seen is None or (seen.size, seen.mtime_ns) != (info.st_size, info.st_mtime_ns):
             self._seen[path] = _Observation(info.st_size, info.st_mtime_ns, now)
             return self.settle_seconds <= 0 and info.st_size > 0
-        return info.st_size > 0 and now - seen.since >= self.settle_seconds
+        if info.st_size == 0 or now - seen.since < self.settle_seconds:
+            return False
+        if self._open_for_writing(path):
+            seen.since = now  # the writer is still there: restart the settle period
+            return False
+        return True
 
     def forget(self, path: Path) -> None:
         self._seen.pop(path, None)

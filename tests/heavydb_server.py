@@ -286,6 +286,11 @@ class HeavyDBTestServer:
         with self._db_lock:
             return self._db.execute(query).fetchall()
 
+    def executemany(self, query: str, rows: list[tuple[Any, ...]]) -> None:
+        """Run a parameterised statement for many rows directly on the database (setup)."""
+        with self._db_lock:
+            self._db.executemany(query, rows)
+
     def tables(self) -> set[str]:
         """Names of every table in the database."""
         return {row[0] for row in self.sql("SELECT table_name FROM information_schema.tables")}

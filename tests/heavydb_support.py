@@ -78,8 +78,7 @@ def create_long_table(server: HeavyDBTestServer, table: str = "pnl_long") -> Non
     server.sql(f"CREATE TABLE {table} (trade_date DATE, strategy TEXT, pnl DOUBLE)")
     rows = [(day, name, float(pnl[d, s])) for d, day in enumerate(dates())
             for s, name in enumerate(names)]
-    with server._db_lock:
-        server._db.executemany(f"INSERT INTO {table} VALUES (CAST(? AS DATE), ?, ?)", rows)
+    server.executemany(f"INSERT INTO {table} VALUES (CAST(? AS DATE), ?, ?)", rows)
 
 
 def heavydb_config(server: HeavyDBTestServer, **changes: Any) -> HeavyDBConfig:

@@ -167,6 +167,24 @@ def test_slow_upload_becomes_one_job_only_after_it_finished(
                                     "completed": ["wide_ps12"]}
 
 
+def test_upload_stalled_longer_than_settle_time_waits_for_the_client_to_close(
+    config: Path, samba: SambaServer, analyst: SmbClient
+) -> None:
+    csv_bytes = (SAMPLES_DIR / "sensex_82x500.csv").read_bytes()
+    step = len(csv_bytes) // 3 + 1
+    pieces = [csv_bytes[i:i + step] for i in range(0, len(csv_bytes), step)]
+    with running_daemon(config, samba.root):
+        # When a plain upload (no preallocation) stalls for longer than the settle time, so
+        # size and mtime stand still while the client still holds the file open
+        analyst.write_in_pieces("input/stalled_ps10.csv", pieces,
+                                pause_seconds=SETTLE_SECONDS + 1.0,
+                                while_paused=lambda: _assert_no_job_yet(samba.root))
+        analyst.wait_for_json("jobs/completed/stalled_ps10.json", timeout=JOB_TIMEOUT_SECONDS)
+    # Then the daemon saw smbd still writing (the read lease was refused) and waited
+    record = _check_results(analyst, "stalled_ps10", csv_bytes, range(10, 11))
+    assert record["attempts"] == 1
+
+
 def test_windows_copy_preallocated_then_filled_becomes_one_job_after_it_finished(
     config: Path, samba: SambaServer, analyst: SmbClient
 ) -> None:
