@@ -265,3 +265,25 @@ def test_crash_is_failed_at_once_when_daemon_recovery_is_off(tmp_path: Path, sha
         final = wait_for(lambda: _final(share, "crashy"), timeout=60, message="final")
     assert final["status"] == "failed" and final["attempts"] == 1
     assert final["error"]["code"] == "JOB_CRASHED"
+
+
+def test_second_sigterm_hurries_the_drain(tmp_path: Path, share: Path) -> None:
+    config = make_config_dir(tmp_path / "cfg", job_processor={"drain_timeout": 120})
+    daemon = DaemonProcess(config, share, runner="tests.jobs:sleepy_job").start()
+    try:
+        daemon.wait_ready()
+        drop_job(share, "endless", sleep_seconds=120)
+        wait_for(lambda: _status(share, "endless").get("pid"), timeout=30, message="running")
+        # When a first SIGTERM starts a long drain and a second one follows
+        daemon.signal(signal.SIGTERM)
+        time.sleep(0.5)  # the first signal's drain has begun
+        started = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        code = daemon.wait(timeout=30)
+        hurried_seconds = time.monotonic() - started
+    finally:
+        daemon.close()
+    # Then it did not wait out the 120 s drain: the job was checkpointed and requeued
+    assert code == 0 and hurried_seconds < 30
+    queued = record(share, "queue", "endless")
+    assert queued is not None and queued["resume"] is True
