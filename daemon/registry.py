@@ -39,7 +39,7 @@ from daemon.records import (
     make_lease,
     read_job_file,
 )
-from daemon.share import ShareLayout, list_candidates
+from daemon.share import ShareLayout, count_candidates, list_candidates
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "JobRecord", "JobRegistry", "QueuedJob"]
 
@@ -261,7 +261,7 @@ class JobRegistry:
 
     def counts(self) -> dict[str, int]:
         """Number of jobs per registry: queue, processing, retry, completed, failed."""
-        return {name: sum(1 for _ in list_candidates(getattr(self.layout, name), ".json"))
+        return {name: count_candidates(getattr(self.layout, name), ".json")
                 for name in ("queue", "processing", "retry", "completed", "failed")}
 
     def read_record(self, path: Path) -> JobRecord | None:

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import fnmatch
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -21,12 +22,14 @@ from daemon.error_handling.errors import JobSpecError
 
 #: Names no client means as work: temp, hidden, Office lock and Windows shell files.
 IGNORED_PATTERNS = (".*", "~*", "*.tmp", "*.part", "*.crdownload", "thumbs.db", "desktop.ini")
+#: The patterns as one regex: every folder listing checks every name (completed/ grows to
+#: many thousands), and one match is ~10x cheaper than a fnmatch call per pattern.
+_IGNORED = re.compile("|".join(fnmatch.translate(pattern) for pattern in IGNORED_PATTERNS))
 
 
 def is_ignored_name(name: str) -> bool:
     """Whether a file name is a temp/hidden/lock name that must never become a job."""
-    lowered = name.lower()
-    return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in IGNORED_PATTERNS)
+    return _IGNORED.match(name.lower()) is not None
 
 
 @dataclass(frozen=True)
@@ -231,14 +234,28 @@ class SettleTracker:
                 del self._seen[path]
 
 
-def list_candidates(folder: Path, suffix: str) -> Iterator[Path]:
-    """Regular files in ``folder`` with ``suffix`` whose names are not temp/lock names."""
+def _candidate_entries(folder: Path, suffix: str) -> Iterator[os.DirEntry[str]]:
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return
     for entry in entries:
-        if is_ignored_name(entry.name) or not entry.name.lower().endswith(suffix):
+        if not entry.name.lower().endswith(suffix) or is_ignored_name(entry.name):
             continue
         if entry.is_file(follow_symlinks=False) or entry.is_symlink():
-            yield Path(entry.path)
+            yield entry
+
+
+def list_candidates(folder: Path, suffix: str) -> Iterator[Path]:
+    """Regular files in ``folder`` with ``suffix`` whose names are not temp/lock names."""
+    for entry in _candidate_entries(folder, suffix):
+        yield Path(entry.path)
+
+
+def count_candidates(folder: Path, suffix: str) -> int:
+    """How many files :func:`list_candidates` would list (without building their paths).
+
+    The daemon counts its registries every second for its status, and completed/ holds every
+    job ever run; building a ``Path`` per entry made that the idle daemon's main cost.
+    """
+    return sum(1 for _ in _candidate_entries(folder, suffix))

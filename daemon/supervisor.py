@@ -19,22 +19,22 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from daemon.circuit_breaker import CircuitBreaker
 from daemon.config import Settings
 from daemon.error_handling.errors import JobQueueError
 from daemon.error_handling.notifier import ErrorNotifier
 from daemon.intake import IntakeScanner
 from daemon.job_process import JobProcess
 from daemon.outcomes import OutcomeHandler
-from daemon.registry import JobRecord, JobRegistry
+from daemon.registry import JobRecord, JobRegistry, QueuedJob
 from daemon.resources import ResourceGate, process_tree_rss_mb
 from daemon.share import ShareLayout
-from daemon.status import StatusBoard, iso_utc
+from daemon.status import MIN_WRITE_INTERVAL_SECONDS, StatusBoard, iso_utc
 from daemon.systemd import SystemdNotifier
 from daemon.worker import DEFAULT_RUNNER
 
@@ -42,30 +42,6 @@ logger = logging.getLogger(__name__)
 
 #: Longest wait of one tick; heartbeats and exits wake the loop sooner.
 TICK_SECONDS = 0.25
-
-
-@dataclass
-class _Breaker:
-    """Stops claiming after too many failures in a row (a broken dependency burns no queue)."""
-
-    threshold: int
-    cooldown_seconds: float
-    consecutive_failures: int = 0
-    open_until: float = 0.0
-
-    def record(self, success: bool, now: float) -> bool:
-        """Count an outcome; returns True when this failure just opened the breaker."""
-        if success:
-            self.consecutive_failures = 0
-            return False
-        self.consecutive_failures += 1
-        if self.consecutive_failures == self.threshold:
-            self.open_until = now + self.cooldown_seconds
-            return True
-        return False
-
-    def is_open(self, now: float) -> bool:
-        return now < self.open_until
 
 
 class Supervisor:
@@ -108,7 +84,7 @@ class Supervisor:
         )
         self.outcomes = OutcomeHandler(settings, self.layout, self.registry, self.status,
                                        notifier=notifier)
-        self.breaker = _Breaker(jobs.max_consecutive_failures,
+        self.breaker = CircuitBreaker(jobs.max_consecutive_failures,
                                 jobs.circuit_breaker_cooldown_seconds)
         self.running: dict[str, tuple[JobProcess, JobRecord]] = {}
         self.requests: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -118,6 +94,12 @@ class Supervisor:
         self._stop_requested = False
         self._hurry = False
         self._scan_due = True
+        #: Ready entries of the last scan not claimed yet (see ``_claim_new_jobs``).
+        self._ready: list[QueuedJob] = []
+        #: Monotonic time before which a scan waits while every slot is busy.
+        self._next_busy_scan = 0.0
+        #: Monotonic time of the next status publication (see ``_publish``).
+        self._next_publish = 0.0
         self._ready_sent = False
         self._queue_backlog_warned = False
         self._last_lease_renewal: dict[str, float] = {}
@@ -263,10 +245,11 @@ class Supervisor:
                     continue
                 del self.running[job_id]
                 self._last_lease_renewal.pop(job_id, None)
-                counted = child.kill_reason not in ("shutdown", "cancel")
-                if counted and self.breaker.record(success, time.time()):
-                    self._alert_breaker()
-                self.outcomes.after_outcome(self.breaker.consecutive_failures)
+                if child.kill_reason not in ("shutdown", "cancel"):  # not the job's doing
+                    if self.breaker.record(success, time.time()):
+                        self._alert_breaker()  # also says "N in a row": one alert, not two
+                    else:
+                        self.outcomes.after_outcome(self.breaker.consecutive_failures)
                 continue
             if child.kill_reason is not None:
                 if child.grace_expired(now, jobs.kill_grace_seconds):
@@ -349,32 +332,42 @@ class Supervisor:
     # -- intake ----------------------------------------------------------------------------
 
     def _claim_new_jobs(self) -> None:
+        """Scan when asked to, then claim ready jobs while slots are free.
+
+        The ready list of the last scan is kept, so a freed slot takes the next job at once
+        instead of rescanning the whole queue (a rescan per job made each job cost time in
+        proportion to the backlog). Claiming re-reads each file, so a stale entry is safe;
+        new drops and the periodic rescan refresh the list. While every slot is busy, a due
+        scan still runs, at most every ``scan_interval``: broken drops are failed and the
+        backlog warning fires while long jobs hold the slots, not only once one ends.
+        """
         jobs = self.settings.jobs
-        if not self._scan_due or len(self.running) >= jobs.max_concurrent_jobs:
-            return
-        self._scan_due = False
-        try:
-            ready = self.intake.scan()
-        except OSError:  # the share is unavailable: wait for it, fail nothing
-            self._scan_due = True
-            raise
-        self._warn_if_backlogged(ready.oldest_wait_seconds)
-        if not ready.jobs:
+        full = len(self.running) >= jobs.max_concurrent_jobs
+        if self._scan_due and (not full or time.monotonic() >= self._next_busy_scan):
+            self._scan_due = False
+            try:
+                report = self.intake.scan()
+            except OSError:  # the share is unavailable: wait for it, fail nothing
+                self._scan_due = True
+                raise
+            self._ready = report.jobs
+            self._warn_if_backlogged(report.oldest_wait_seconds)
+            if full:
+                self._next_busy_scan = time.monotonic() + jobs.scan_interval
+        if full or not self._ready:
             return
         now = time.time()
-        if self.breaker.is_open(now):
+        if self.breaker.is_open(now) or self.resources.should_wait(now):
             return
-        if self.resources.should_wait(now):
-            return
-        for entry in ready.jobs:
-            if len(self.running) >= jobs.max_concurrent_jobs:
-                self._scan_due = True  # more work is waiting: look again next tick
-                break
+        while self._ready and len(self.running) < jobs.max_concurrent_jobs:
+            entry = self._ready[0]
             try:
                 record = self.registry.claim(entry)
             except JobQueueError as exc:
                 logger.error("cannot claim %s: %s", entry.job_id, exc)
-                break
+                self._ready = []  # try again after the next scan, not on every tick
+                return
+            del self._ready[0]
             if record is not None:
                 self._start(record)
 
@@ -421,6 +414,14 @@ class Supervisor:
     # -- publishing ------------------------------------------------------------------------
 
     def _publish(self, *, force: bool = False) -> None:
+        """Write the daemon summary and the systemd status, at most once per
+        ``MIN_WRITE_INTERVAL_SECONDS`` unless forced: counting the registries lists every
+        folder (completed/ keeps every job ever run), which must not happen on every tick.
+        """
+        now_monotonic = time.monotonic()
+        if not force and now_monotonic < self._next_publish:
+            return
+        self._next_publish = now_monotonic + MIN_WRITE_INTERVAL_SECONDS
         counts = self.registry.counts()
         now = time.time()
         summary = {
@@ -441,7 +442,7 @@ class Supervisor:
             },
             "resource_wait": self.resources.waiting_reason,
         }
-        self.status.summary(summary, force=force)
+        self.status.summary(summary, force=True)
         text = (f"{len(self.running)} running, {counts.get('queue', 0)} queued, "
                 f"{counts.get('retry', 0)} retrying, {counts.get('completed', 0)} completed, "
                 f"{counts.get('failed', 0)} failed")

@@ -13,6 +13,7 @@ of the other machines' writes. That is why the observer is chosen from the mount
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -38,6 +39,27 @@ NETWORK_FS_TYPES = frozenset({
 })
 #: watchdog logs this (at WARNING) when the kernel's inotify queue overflowed.
 _OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
+#: How long watchdog holds an IN_MOVED_FROM to pair it with its IN_MOVED_TO (its default is
+#: 0.5 s). Its event thread sleeps out that hold even once the pair is complete, so a job
+#: dropped the recommended way (temp file renamed into jobs/queue/) was seen up to 0.5 s
+#: late. Both halves of a rename come in one read of the inotify descriptor, so a short hold
+#: still pairs them; and for us events are only hints anyway.
+INOTIFY_MOVE_PAIRING_SECONDS = 0.01
+#: Where watchdog keeps that hold: ``InotifyMoveEventGrouper`` (7.x), ``InotifyBuffer`` before.
+_MOVE_PAIRING_CLASSES = (
+    ("watchdog.observers.inotify_move_event_grouper", "InotifyMoveEventGrouper"),
+    ("watchdog.observers.inotify_buffer", "InotifyBuffer"),
+)
+
+
+def _shorten_inotify_move_pairing() -> None:
+    """Set watchdog's move-pairing hold (a class attribute read when a watch starts)."""
+    for module_name, class_name in _MOVE_PAIRING_CLASSES:
+        try:
+            holder = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue
+        holder.delay = INOTIFY_MOVE_PAIRING_SECONDS
 
 
 def _unescape_mount_field(text: str) -> str:
@@ -222,6 +244,8 @@ class ShareWatcher:
                 and all(emitter.is_alive() for emitter in observer.emitters))
 
     def _start_observer(self) -> BaseObserver:
+        if self.kind == "inotify":
+            _shorten_inotify_move_pairing()
         observer: BaseObserver = (
             InotifyObserver() if self.kind == "inotify"
             else PollingObserver(timeout=self.polling_interval_seconds))
