@@ -287,7 +287,8 @@ class IntakeScanner:
         """Keep settle observations of every CSV, so a job naming an old one needs no wait."""
         for path in list_candidates(self.layout.input, ".csv"):
             seen.add(path)
-            self._settle.is_settled(path)
+            with contextlib.suppress(FileNotFoundError):
+                self._settle.observe(path, self._stat(path))
 
     # -- CSV drops ------------------------------------------------------------------------
 
@@ -300,7 +301,7 @@ class IntakeScanner:
                 info = self._stat(path)
             except FileNotFoundError:
                 continue
-            settled = self._settle.is_settled(path)  # also for CSVs that jobs name
+            self._settle.observe(path, info)  # also for CSVs that jobs name
             known = self._ledger.get(path.name)
             if known is not None and known.matches(info):
                 if known.state == "pending" and known.job_id:  # a crash cut the conversion short
@@ -309,7 +310,7 @@ class IntakeScanner:
             if path.name in referenced:
                 self._remember(path, info, referenced[path.name], "referenced", durable=False)
                 continue
-            if not settled or any(
+            if not self._settle.is_settled(path) or any(
                     path.name.encode() in text for text in self._unfinished_job_texts):
                 report.pending += 1
                 continue

@@ -212,16 +212,28 @@ class SettleTracker:
         except FileNotFoundError:
             self._seen.pop(path, None)
             return False
-        now = self._clock()
-        seen = self._seen.get(path)
-        if seen is None or (seen.size, seen.mtime_ns) != (info.st_size, info.st_mtime_ns):
-            self._seen[path] = _Observation(info.st_size, info.st_mtime_ns, now)
+        if self.observe(path, info):
             return self.settle_seconds <= 0 and info.st_size > 0
+        now = self._clock()
+        seen = self._seen[path]
         if info.st_size == 0 or now - seen.since < self.settle_seconds:
             return False
         if self._open_for_writing(path):
             seen.since = now  # the writer is still there: restart the settle period
             return False
+        return True
+
+    def observe(self, path: Path, info: os.stat_result) -> bool:
+        """Note ``path``'s size and mtime (from ``info``) without deciding anything.
+
+        Keeping files observed before anyone needs them means a file that has sat unchanged
+        is already settled when it is asked about. Returns True when the file is new here or
+        changed (its settle period starts now).
+        """
+        seen = self._seen.get(path)
+        if seen is not None and (seen.size, seen.mtime_ns) == (info.st_size, info.st_mtime_ns):
+            return False
+        self._seen[path] = _Observation(info.st_size, info.st_mtime_ns, self._clock())
         return True
 
     def forget(self, path: Path) -> None:

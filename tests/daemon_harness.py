@@ -31,6 +31,7 @@ FAST_JOB_PROCESSOR: dict[str, Any] = {
     "scan_interval": 0.2,
     "settle_seconds": 0.3,
     "heartbeat_interval": 0.2,
+    "checkpoint_interval": 0.05,  # mid-algorithm checkpoints, so kills land inside stages
     "job_timeout": 120,
     "kill_grace_seconds": 1.0,
     "drain_timeout": 20,
