@@ -20,11 +20,13 @@ from typing import Any
 
 from daemon import worker
 
-#: Modules imported once by the forkserver and inherited by every job process. ``daemon.cli``
-#: is there because multiprocessing re-runs the daemon's main module (``python -m daemon.cli``
-#: or the console script) in every child; preloaded, its imports cost nothing per job
-#: (otherwise ~130 ms of watchdog/apscheduler/command imports in each job process).
-PRELOAD = ["daemon.worker", "daemon.job_runner", "daemon.cli"]
+#: Modules imported once by the forkserver and inherited by every job process.
+#: ``daemon.commands`` is there because multiprocessing re-runs the daemon's main module
+#: (``python -m daemon.cli`` or the console script) in every child; with what it imports
+#: preloaded, that costs nothing per job (otherwise ~130 ms of watchdog, apscheduler and
+#: command imports in each job process). Not ``daemon.cli`` itself: re-running a module that
+#: is already imported makes runpy warn in every job.
+PRELOAD = ["daemon.worker", "daemon.job_runner", "daemon.commands"]
 
 _context: ForkServerContext | None = None
 

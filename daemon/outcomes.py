@@ -50,19 +50,23 @@ class OutcomeHandler:
 
     def payload(self, record: JobRecord, *, job_runner: str, config_dir: str | None,
                 timeout_seconds: float) -> dict[str, Any]:
-        """What the job process needs: JSON values only (it crosses a process boundary)."""
-        spec = record.spec
+        """What the job process needs: JSON values only (it crosses a process boundary).
+
+        Algorithms, fitness and seed come from the validated spec, not the client's raw file:
+        validation accepts ``["ga", "SA"]`` or ``"GA,SA"`` and normalises them.
+        """
+        spec = record.job_spec()
         return {
             "job_id": record.job_id,
             "runner": job_runner,
-            "spec": spec,
+            "spec": record.spec,
             "share_root": str(self.layout.root),
             "config_dir": config_dir,
             "input_file": record.input_file,
             "portfolio_sizes": list(record.portfolio_sizes),
-            "algorithms": spec.get("algorithms"),
-            "fitness": spec.get("fitness"),
-            "seed": spec.get("seed"),
+            "algorithms": list(spec.algorithms) if spec.algorithms else None,
+            "fitness": spec.fitness,
+            "seed": spec.seed,
             "resume": record.resume,
             "adjustments": dict(record.adjustments),
             "attempt": record.attempts,

@@ -39,6 +39,13 @@ def _final(share: Path, job_id: str) -> dict[str, Any] | None:
     return record(share, "completed", job_id) or record(share, "failed", job_id)
 
 
+def _wait_final(share: Path, job_id: str, *, timeout: float) -> dict[str, Any]:
+    """The job's completed/ or failed/ record, once there is one."""
+    final = wait_for(lambda: _final(share, job_id), timeout=timeout, message=f"{job_id} final")
+    assert final is not None
+    return final
+
+
 def _json(path: Path) -> dict[str, Any]:
     try:
         value: dict[str, Any] = json.loads(path.read_text())
@@ -127,9 +134,11 @@ def _failure_of(share: Path, broken: BrokenInput) -> dict[str, Any] | None:
 def test_broken_drops_fail_with_their_reason_and_valid_jobs_complete(
     tmp_path: Path, share: Path
 ) -> None:
-    # Given a running daemon with real optimisation jobs (small budgets)
+    # Given a running daemon with real optimisation jobs (small budgets); the seven broken
+    # CSVs fail in a row, which is not what the circuit breaker is tested for here
     config = make_config_dir(tmp_path / "cfg", optimizer=QUICK_ALGORITHMS,
-                             job_processor={"input_wait_seconds": 2.0})
+                             job_processor={"input_wait_seconds": 2.0,
+                                            "max_consecutive_failures": 100})
     assert len([b for b in BROKEN_INPUTS if b.stage == "intake"]) >= 25
     with running_daemon(config, share) as daemon:
         # When the whole corpus and the valid jobs land on the share together
@@ -147,8 +156,7 @@ def test_broken_drops_fail_with_their_reason_and_valid_jobs_complete(
             raise AssertionError(f"{exc}; still undecided: {undecided()}") from None
         # And the daemon still serves a job dropped afterwards
         drop_job(share, "after_the_storm", input_file="good.csv", portfolio_size=12)
-        after = wait_for(lambda: _final(share, "after_the_storm"), timeout=60,
-                         message="job after the corpus")
+        after = _wait_final(share, "after_the_storm", timeout=60)
         assert daemon.proc is not None and daemon.proc.poll() is None
     # Then each broken drop failed with its own reason, at the stage it belongs to
     problems = []
@@ -198,7 +206,7 @@ def test_job_file_written_slowly_in_chunks_becomes_one_job(tmp_path: Path, share
                 assert not list((share / "jobs" / "processing").iterdir()), chunk
                 assert _final(share, "slow") is None, chunk
             handle.write(chunks[-1])  # now whole: it parses, so it may start at once
-        final = wait_for(lambda: _final(share, "slow"), timeout=30, message="slow job")
+        final = _wait_final(share, "slow", timeout=30)
     assert len(chunks) * pause_seconds > 4 * 0.2  # many rescans saw it half-written
     assert final["status"] == "completed" and final["attempts"] == 1
     assert final["client_info"]["note"] == "x" * 300
@@ -234,7 +242,7 @@ def test_preallocated_csv_filled_in_chunks_runs_once_after_the_upload(
                 if cut < len(content):
                     assert not list((share / "jobs" / "processing").iterdir()), cut
                     assert _final(share, "upload_ps10") is None, cut
-        final = wait_for(lambda: _final(share, "upload_ps10"), timeout=90, message="CSV job")
+        final = _wait_final(share, "upload_ps10", timeout=90)
     # Then exactly one job ran, claimed only after the last chunk, with the right size
     assert final["status"] == "completed", final
     assert final["attempts"] == 1 and final["job_type"] == "csv_drop"
@@ -259,7 +267,7 @@ def test_cancel_of_a_running_job_fails_it_without_retry(tmp_path: Path, share: P
         # When an operator cancels it
         request = share / ".heavy_optimizer" / "cancel" / "unwanted"
         request.write_text("")
-        final = wait_for(lambda: _final(share, "unwanted"), timeout=30, message="cancelled")
+        final = _wait_final(share, "unwanted", timeout=30)
         assert daemon.proc is not None and daemon.proc.poll() is None
     # Then it is failed as cancelled after one attempt and never retried
     assert final["status"] == "failed"
