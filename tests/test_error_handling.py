@@ -27,11 +27,11 @@ from daemon.error_handling import (
     AdjustParameters,
     CheckpointManager,
     ContextLogger,
-    DataValidationError,
     ErrorHandlingConfig,
     ErrorNotifier,
     ErrorRecoveryManager,
     FailJob,
+    JobTimeoutError,
     NetworkError,
     RetryError,
     load_error_handling_config,
@@ -101,20 +101,17 @@ def test_memory_failure_is_recovered_with_a_smaller_population(tmp_path: Path) -
     assert np.array_equal(state["weights"], np.arange(5.0))
 
 
-def test_bad_data_fails_fast_and_alerts_people(tmp_path: Path) -> None:
+def test_timeout_fails_the_job_and_alerts_people(tmp_path: Path) -> None:
     with smtp_server() as smtp, slack_server() as slack:
         notifier = ErrorNotifier(_notifications(smtp.port, slack.url))
         try:
             recovery = ErrorRecoveryManager(
                 CheckpointManager(job_id="job-bad", base_dir=tmp_path), notifier, "job-bad"
             )
-            error = DataValidationError(
-                "prices.csv: column 'S7' line 12 holds 'abc'; strategy cells must be numbers",
-                context={"file": "prices.csv", "column": "S7", "row": 12},
-            )
-            action = recovery.handle_error(error, {"stage": "validate"})
+            error = JobTimeoutError("the job exceeded its time limit of 300 s")
+            action = recovery.handle_error(error, {"stage": "algorithm:GA:k35"})
             assert isinstance(action, FailJob)
-            assert "column 'S7' line 12" in action.reason
+            assert "time limit of 300 s" in action.reason
             assert notifier.flush(timeout=20)
         finally:
             notifier.close()

@@ -155,7 +155,8 @@ class RecoveryStrategies:
     crash: StrategyConfig = StrategyConfig("resume_checkpoint", 5.0, 300.0)
     stuck: StrategyConfig = StrategyConfig("resume_checkpoint", 5.0, 300.0, True)
     timeout: StrategyConfig = StrategyConfig("fail", 0.0, 0.0, True)
-    data: StrategyConfig = StrategyConfig("fail", 0.0, 0.0, True)
+    #: Bad input is the analyst's to fix (failed/ says how); it does not page operators.
+    data: StrategyConfig = StrategyConfig("fail", 0.0, 0.0, False)
     configuration: StrategyConfig = StrategyConfig("fail", 0.0, 0.0, True)
     unknown: StrategyConfig = StrategyConfig("resume_checkpoint", 10.0, 300.0, True)
 

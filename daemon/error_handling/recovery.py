@@ -14,9 +14,11 @@ Critical decisions and alerts: a decision that ends the job (``FailJob``) first 
 job's ``state`` (from the context) as an emergency checkpoint ``emergency_<attempt>``, and so
 does ``AdjustParameters`` (the run restarts with other sizes). A failed save is logged and
 recorded in the history and never replaces the original error. A person is told once per
-attempt, and only when the job fails: always for critical errors (severity CRITICAL), and
-for recoverable errors that ran out of attempts or time when the kind's strategy has
-``notify`` (severity ERROR). Retries are routine and are not announced.
+attempt, and only when the job fails and the kind's strategy has ``notify`` (severity
+CRITICAL for critical errors such as a timeout or a configuration error, ERROR for
+recoverable errors that ran out of attempts or time). Bad input (kind ``data``) does not
+notify by default: the failure record tells the analyst what to fix, and operators are not
+paged for it. Retries are routine and are not announced.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ class ErrorRecoveryManager:
         }
         if action.keeps_state:
             self._save_emergency_checkpoint(state, entry)
-        if isinstance(action, FailJob) and (state.is_critical or state.strategy.notify):
+        if isinstance(action, FailJob) and state.strategy.notify:
             entry["notified"] = self._notify_failure(error, state, action, entry)
         self._first_error_at = first_error_at
         self._entries.append(entry)
