@@ -15,7 +15,7 @@ from typing import Any
 from daemon.config import Settings
 from daemon.error_handling.checkpoint import CheckpointManager
 from daemon.error_handling.notifier import ErrorNotifier
-from daemon.error_handling.recovery import ErrorRecoveryManager
+from daemon.error_handling.recovery import ErrorRecoveryManager, classify_error
 from daemon.error_handling.recovery_actions import AdjustParameters, FailJob
 from daemon.job_process import JobProcess
 from daemon.registry import JobRecord, JobRegistry
@@ -84,8 +84,15 @@ class OutcomeHandler:
             history_path=self.layout.checkpoints / job_id / "recovery_history.json",
         )
 
-    def handle_exit(self, record: JobRecord, child: JobProcess) -> bool:
-        """Decide and apply the outcome of an exited job; returns True on success."""
+    def handle_exit(self, record: JobRecord, child: JobProcess) -> bool | None:
+        """Decide and apply the outcome of an exited job.
+
+        Returns:
+            True on success, False on a failure that may point at the service (a crash, a
+            timeout, a database down: the circuit breaker counts it), None when the outcome
+            says nothing about the service's health (requeued for shutdown, cancelled by a
+            person, or failed because of its own input).
+        """
         message = child.final_message or {}
         self.status.forget(record.job_id)
         if child.kill_reason == "shutdown" or (message.get("type") == "stopped"
@@ -95,7 +102,7 @@ class OutcomeHandler:
                                             "attempts": record.attempts - 1}, force=True)
             logger.info("%s: stopped for shutdown; requeued to resume from its checkpoint",
                         record.job_id)
-            return True
+            return None
         if message.get("type") == "result" and child.exitcode == 0:
             result = dict(message.get("result") or {})
             result["execution_time"] = round(child.elapsed_seconds(time.monotonic()), 3)
@@ -110,9 +117,9 @@ class OutcomeHandler:
             (self.layout.cancel_requests / record.job_id).unlink(missing_ok=True)
             self.status.job(record.job_id, {"state": "cancelled", "attempts": record.attempts},
                             force=True)
-            return False
+            return None
         self._fail_or_retry(record, error)
-        return False
+        return None if classify_error(error) == "data" else False
 
     def _error_of(self, child: JobProcess, message: dict[str, Any]) -> dict[str, Any]:
         jobs = self.settings.jobs

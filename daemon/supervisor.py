@@ -239,13 +239,13 @@ class Supervisor:
                     success = self.outcomes.handle_exit(record, child)
                 except JobQueueError as exc:  # e.g. cancelled meanwhile, or taken over
                     logger.warning("%s: outcome not recorded: %s", job_id, exc)
-                    success = False
+                    success = None
                 except OSError as exc:  # share unavailable: keep the job, try again next tick
                     self._share_trouble(exc)
                     continue
                 del self.running[job_id]
                 self._last_lease_renewal.pop(job_id, None)
-                if child.kill_reason not in ("shutdown", "cancel"):  # not the job's doing
+                if success is not None:  # shutdowns, cancels and bad input say nothing
                     if self.breaker.record(success, time.time()):
                         self._alert_breaker()  # also says "N in a row": one alert, not two
                     else:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.error_handling.errors import DataValidationError
+from daemon.error_handling.errors import DatabaseQueryError, DataValidationError
 
 Heartbeat = Callable[[dict[str, Any]], None]
 StopCheck = Callable[[], BaseException | None]
@@ -138,3 +138,10 @@ def bad_data_job(payload: dict[str, Any], heartbeat: Heartbeat,
                  stop_check: StopCheck) -> dict[str, Any]:
     """Fails permanently like a data error would."""
     raise DataValidationError(f"{payload['input_file']}: column 'S1' line 3 holds 'abc'")
+
+
+def broken_database_job(
+    payload: dict[str, Any], heartbeat: Heartbeat, stop_check: StopCheck
+) -> dict[str, Any]:
+    """Fails like a site-wide fault would (the database refuses us), on every job."""
+    raise DatabaseQueryError("permission denied for table strategy_pnl")

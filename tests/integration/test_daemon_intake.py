@@ -134,11 +134,11 @@ def _failure_of(share: Path, broken: BrokenInput) -> dict[str, Any] | None:
 def test_broken_drops_fail_with_their_reason_and_valid_jobs_complete(
     tmp_path: Path, share: Path
 ) -> None:
-    # Given a running daemon with real optimisation jobs (small budgets); the seven broken
-    # CSVs fail in a row, which is not what the circuit breaker is tested for here
+    # Given a running daemon with real optimisation jobs (small budgets) and the default
+    # circuit breaker: the seven broken CSVs fail in a row, but bad input must not pause
+    # everyone else's jobs
     config = make_config_dir(tmp_path / "cfg", optimizer=QUICK_ALGORITHMS,
-                             job_processor={"input_wait_seconds": 2.0,
-                                            "max_consecutive_failures": 100})
+                             job_processor={"input_wait_seconds": 2.0})
     assert len([b for b in BROKEN_INPUTS if b.stage == "intake"]) >= 25
     with running_daemon(config, share) as daemon:
         # When the whole corpus and the valid jobs land on the share together
@@ -285,8 +285,8 @@ def test_circuit_breaker_stops_claiming_and_alerts_once(tmp_path: Path, share: P
             job_processor={"max_concurrent_jobs": 1, "max_consecutive_failures": 3,
                            "circuit_breaker_cooldown_seconds": 30},
         )
-        with running_daemon(config, share, runner="tests.jobs:bad_data_job") as daemon:
-            # Given five jobs that all fail the same way
+        with running_daemon(config, share, runner="tests.jobs:broken_database_job") as daemon:
+            # Given five jobs that all fail the same way, through no fault of their own
             for i in range(5):
                 drop_job(share, f"doomed-{i}")
             # When three have failed in a row
