@@ -18,6 +18,7 @@ from daemon.error_handling.notifier import ErrorNotifier
 from daemon.error_handling.recovery import ErrorRecoveryManager, classify_error
 from daemon.error_handling.recovery_actions import AdjustParameters, FailJob
 from daemon.job_process import JobProcess
+from daemon.operator_alerts import OperatorAlerts
 from daemon.registry import JobRecord, JobRegistry
 from daemon.share import ShareLayout
 from daemon.status import StatusBoard
@@ -41,12 +42,14 @@ class OutcomeHandler:
     """Moves finished jobs to their next registry and tells people when it matters."""
 
     def __init__(self, settings: Settings, layout: ShareLayout, registry: JobRegistry,
-                 status: StatusBoard, *, notifier: ErrorNotifier | None) -> None:
+                 status: StatusBoard, *, notifier: ErrorNotifier | None,
+                 alerts: OperatorAlerts) -> None:
         self.settings = settings
         self.layout = layout
         self.registry = registry
         self.status = status
         self.notifier = notifier if settings.jobs.enable_notifications else None
+        self.alerts = alerts
 
     def payload(self, record: JobRecord, *, job_runner: str, config_dir: str | None,
                 timeout_seconds: float) -> dict[str, Any]:
@@ -156,7 +159,7 @@ class OutcomeHandler:
             if not isinstance(action, FailJob):
                 reason = (f"gave up after {record.attempts} attempts; last error: {reason}"
                           if exhausted else f"{reason} (automatic retry is off for this failure)")
-                self._notify_failure(record, reason, error)
+                self.alerts.job_failed(record.job_id, reason, error)
             recovery.record_outcome(False)
             self.registry.fail(record, {**error, "message": reason})
             self.status.job(record.job_id, {"state": "failed", "error": error["code"],
@@ -175,22 +178,6 @@ class OutcomeHandler:
                                         "error": error["code"]}, force=True)
         logger.warning("%s: attempt %d failed (%s); retrying in %.1f s from its checkpoint",
                        record.job_id, record.attempts, error["code"], delay)
-
-    def _notify_failure(self, record: JobRecord, reason: str, error: dict[str, Any]) -> None:
-        if self.notifier is not None:
-            self.notifier.notify(f"job {record.job_id} failed", reason, "ERROR",
-                                 {"job_id": record.job_id, "stage": error.get("stage"),
-                                  "error_code": error.get("code")})
-
-    def after_outcome(self, consecutive_failures: int) -> None:
-        """One alert when failures in a row reach the configured threshold (not one per job)."""
-        threshold = self.settings.jobs.notifications.consecutive_failure_threshold
-        if consecutive_failures == threshold and self.notifier is not None:
-            self.notifier.notify(
-                f"{threshold} jobs failed in a row",
-                "several consecutive jobs failed; look for a shared cause in jobs/failed/",
-                "ERROR",
-            )
 
     def recover_abandoned(self, record: JobRecord) -> None:
         """A job whose daemon died: resume it, or fail it when attempts are exhausted."""

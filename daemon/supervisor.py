@@ -30,6 +30,7 @@ from daemon.error_handling.errors import JobQueueError
 from daemon.error_handling.notifier import ErrorNotifier
 from daemon.intake import IntakeScanner
 from daemon.job_process import JobProcess
+from daemon.operator_alerts import OperatorAlerts
 from daemon.outcomes import OutcomeHandler
 from daemon.registry import JobRecord, JobRegistry, QueuedJob
 from daemon.resources import ResourceGate, process_tree_rss_mb
@@ -73,7 +74,6 @@ class Supervisor:
             default_portfolio_size=jobs.default_portfolio_size,
             input_wait_seconds=jobs.input_wait_seconds,
         )
-        self.notifier = notifier
         self.systemd = systemd or SystemdNotifier.from_environment()
         self.status = StatusBoard(self.layout)
         monitoring = jobs.resource_monitoring
@@ -82,10 +82,15 @@ class Supervisor:
             cpu_threshold=monitoring.cpu_threshold, disk_threshold=monitoring.disk_threshold,
             disk_path=self.layout.root,
         )
+        self.alerts = OperatorAlerts(
+            notifier, enabled=jobs.enable_notifications,
+            consecutive_failure_threshold=jobs.notifications.consecutive_failure_threshold,
+            max_job_age_minutes=jobs.recovery.max_job_age_minutes,
+        )
         self.outcomes = OutcomeHandler(settings, self.layout, self.registry, self.status,
-                                       notifier=notifier)
+                                       notifier=notifier, alerts=self.alerts)
         self.breaker = CircuitBreaker(jobs.max_consecutive_failures,
-                                jobs.circuit_breaker_cooldown_seconds)
+                                      jobs.circuit_breaker_cooldown_seconds)
         self.running: dict[str, tuple[JobProcess, JobRecord]] = {}
         self.requests: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
@@ -101,7 +106,6 @@ class Supervisor:
         #: Monotonic time of the next status publication (see ``_publish``).
         self._next_publish = 0.0
         self._ready_sent = False
-        self._queue_backlog_warned = False
         self._last_lease_renewal: dict[str, float] = {}
         self._share_unavailable_since: float | None = None
         self._last_status_text = ""
@@ -247,9 +251,14 @@ class Supervisor:
                 self._last_lease_renewal.pop(job_id, None)
                 if success is not None:  # shutdowns, cancels and bad input say nothing
                     if self.breaker.record(success, time.time()):
-                        self._alert_breaker()  # also says "N in a row": one alert, not two
+                        logger.error("%d jobs failed in a row: pausing intake for %.0f s",
+                                     self.breaker.consecutive_failures,
+                                     self.breaker.cooldown_seconds)
+                        # this alert also says "N in a row": one alert, not two
+                        self.alerts.intake_paused(self.breaker.consecutive_failures,
+                                                  self.breaker.cooldown_seconds)
                     else:
-                        self.outcomes.after_outcome(self.breaker.consecutive_failures)
+                        self.alerts.failures_in_a_row(self.breaker.consecutive_failures)
                 continue
             if child.kill_reason is not None:
                 if child.grace_expired(now, jobs.kill_grace_seconds):
@@ -268,9 +277,7 @@ class Supervisor:
             elif (not child.long_running_warned and
                   child.elapsed_seconds(now) > jobs.notifications.stuck_job_threshold_minutes * 60):
                 child.long_running_warned = True
-                self._notify("WARNING", f"job {job_id} is running long",
-                             f"{job_id} has run {child.elapsed_seconds(now) / 60:.0f} minutes and "
-                             "is still making progress", job_id)
+                self.alerts.long_running(job_id, child.elapsed_seconds(now))
             self._renew_lease(record, child, now)
 
     def _apply_cancel_requests(self) -> None:
@@ -351,7 +358,7 @@ class Supervisor:
                 self._scan_due = True
                 raise
             self._ready = report.jobs
-            self._warn_if_backlogged(report.oldest_wait_seconds)
+            self.alerts.queue_wait(report.oldest_wait_seconds)
             if full:
                 self._next_busy_scan = time.monotonic() + jobs.scan_interval
         if full or not self._ready:
@@ -383,15 +390,6 @@ class Supervisor:
         logger.info("%s: started attempt %d as pid %s", record.job_id, record.attempts, child.pid)
         self.status.job(record.job_id, self._job_status(record, child), force=True)
 
-    def _warn_if_backlogged(self, oldest_wait_seconds: float) -> None:
-        limit = self.settings.jobs.recovery.max_job_age_minutes * 60
-        if oldest_wait_seconds > limit and not self._queue_backlog_warned:
-            self._queue_backlog_warned = True
-            self._notify("WARNING", "queue is backing up",
-                         f"the oldest queued job has waited {oldest_wait_seconds / 60:.0f} "
-                         f"minutes (limit {limit / 60:.0f})", None)
-        elif oldest_wait_seconds <= limit:
-            self._queue_backlog_warned = False
 
     # -- restart safety --------------------------------------------------------------------
 
@@ -453,19 +451,6 @@ class Supervisor:
             self.systemd.status(text)
         self._last_status_text = text
 
-    def _alert_breaker(self) -> None:
-        jobs = self.settings.jobs
-        logger.error("%d jobs failed in a row: pausing intake for %.0f s",
-                     self.breaker.consecutive_failures, jobs.circuit_breaker_cooldown_seconds)
-        self._notify("ERROR", "job intake paused",
-                     f"{self.breaker.consecutive_failures} jobs failed in a row; the daemon "
-                     f"stops claiming for {jobs.circuit_breaker_cooldown_seconds:.0f} s. Check "
-                     "the failed records for a shared cause (disk, database, config).", None)
-
-    def _notify(self, severity: str, title: str, message: str, job_id: str | None) -> None:
-        if self.notifier is not None and self.settings.jobs.enable_notifications:
-            self.notifier.notify(title, message, severity,
-                                 {"job_id": job_id} if job_id else None)
 
 
 def _process_start_time() -> float:
