@@ -25,12 +25,12 @@ from .backends.heavydb_config import HeavyDBConfig
 from .columns import DEFAULT_EXCLUDED
 from .fitness import FITNESS_METRICS
 
-#: Evaluations that take each algorithm about one second on the production file (82 x
+#: Evaluations that take each algorithm about 0.75 s on the production file (82 x
 #: 25,544, k = 35) on one core of the reference machine: searches differ in cost per
 #: evaluation (HC and SA score swaps in O(days); BO fits a model per batch).
 DEFAULT_EVALUATIONS: dict[str, int] = {
-    "GA": 80_000, "PSO": 25_000, "SA": 150_000, "DE": 25_000,
-    "ACO": 30_000, "HC": 300_000, "BO": 2_000, "RS": 80_000,
+    "GA": 60_000, "PSO": 20_000, "SA": 110_000, "DE": 20_000,
+    "ACO": 22_000, "HC": 220_000, "BO": 1_500, "RS": 60_000,
 }
 
 
