@@ -19,7 +19,6 @@ from daemon.error_handling.config import LoggingConfig
 from daemon.error_handling.context_logger import (
     ContextLogger,
     bind_context,
-    clear_context,
     context_of,
     current_context,
     set_context,
@@ -31,14 +30,6 @@ from daemon.error_handling.log_setup import MAIN_LOG_NAME, LoggingHandle, setup_
 pytestmark = pytest.mark.timeout(30)
 
 SetUp = Callable[..., LoggingHandle]
-
-
-@pytest.fixture(autouse=True)
-def _empty_context() -> Iterator[None]:
-    """The main thread's context outlives a test; start and end each one empty."""
-    clear_context()
-    yield
-    clear_context()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from daemon.error_handling.config import ErrorHandlingConfig, LoggingConfig
-from daemon.error_handling.context_logger import ContextFilter, bind_context, clear_context
+from daemon.error_handling.context_logger import ContextFilter, bind_context
 from daemon.error_handling.log_setup import (
     ERRORS_LOG_NAME,
     MAIN_LOG_NAME,
@@ -25,13 +25,6 @@ from daemon.error_handling.log_setup import (
 pytestmark = pytest.mark.timeout(30)
 
 SetUp = Callable[..., LoggingHandle]
-
-
-@pytest.fixture(autouse=True)
-def _empty_context() -> Iterator[None]:
-    clear_context()
-    yield
-    clear_context()
 
 
 @pytest.fixture
